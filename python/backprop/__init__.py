@@ -1,5 +1,23 @@
-"""backprop: dense neural networks trained with explicit backpropagation on three backends."""
+"""backprop: dense neural networks trained with explicit backpropagation on three backends.
 
-from .backends import BackendUnavailable, available_backends, get_backend
+    import backprop as bp
+    net = bp.MLP([1, 50, 50, 1], activation="tanh", backend="numpy", seed=0)
+    history = net.fit(X, Y, loss="mse", optimizer="adam", lr=1e-3, epochs=100)
+    F = net.predict(X)
+
+Backends: "numpy" (the reference), "cpu" (C++/Eigen), "cuda" (CUDA kernels through CuPy);
+``bp.available_backends()`` lists the ones that work on this machine.
+"""
+
+from . import optim
+from .backends import BackendUnavailable, available_backends, get_backend, why_unavailable
+from .gradcheck import gradcheck
+from .model import MLP, Grads
+from .standardize import Standardizer
+from .train import EarlyStopping, History, NonFiniteLossError, Trainer
 
 __version__ = "0.1.0"
+
+__all__ = ["MLP", "Grads", "History", "EarlyStopping", "NonFiniteLossError", "Trainer",
+           "Standardizer", "gradcheck", "optim", "available_backends", "get_backend",
+           "why_unavailable", "BackendUnavailable", "__version__"]

@@ -1,0 +1,345 @@
+"""The MLP: a stack of dense layers whose forward and backward passes are sequences of kernels.
+
+The model never branches on which backend it holds: it calls the kernels of
+``backends/base.py`` in the order of Raissi's equations and keeps its parameters, gradients and
+activation buffers on that backend between calls.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import _checks
+from .backends import get_backend
+from .init import init_params
+
+FILE_FORMAT = "backprop.MLP"
+FILE_VERSION = 1
+
+
+@dataclass
+class Grads:
+    """Gradients of the loss: ``weights`` and ``biases`` shaped like the parameters, ``X`` like X."""
+
+    weights: list
+    biases: list
+    X: np.ndarray | None = None
+
+
+class Workspace:
+    """The activation and gradient buffers of one batch size, reused across steps.
+
+    A[l]: n x p_l, the output of layer l-1 (A[0] is the input, not owned)
+    D[l]: n x p_l, A[l] after the dropout mask (only when dropout is on)
+    G[l]: n x p_{l+1}, dLoss/dH at the output of layer l
+    """
+
+    def __init__(self, backend, layers, n, dtype):
+        self.n = n
+        self.A = [None] + [backend.empty((n, p), dtype) for p in layers[1:]]
+        self.G = [backend.empty((n, p), dtype) for p in layers[1:]]
+        self.dX = backend.empty((n, layers[0]), dtype)
+        self.D = None
+
+    def dropout_buffers(self, backend, layers, dtype):
+        """D[1] ... D[L-1], allocated the first time dropout is used at this batch size."""
+        if self.D is None:
+            self.D = [None] + [backend.empty((self.n, p), dtype) for p in layers[1:-1]]
+        return self.D
+
+
+class MLP:
+    """A dense network F = act_out(H_L), H_{l+1} = A_l W_l + b_l, A_{l+1} = act(H_{l+1}), A_0 = X.
+
+    ``layers``: the widths [p_0, ..., p_L]. ``activation``: the hidden layers' activation, one
+    name or a list with one name per hidden layer. ``output_activation``: the last layer's.
+    ``init``: "xavier", "he" or "lecun" (biases start at zero). ``backend``: "numpy", "cpu" or
+    "cuda". ``dtype``: "float32" or "float64". ``seed``: makes the initial weights reproducible
+    (the same numbers on every backend).
+    """
+
+    def __init__(self, layers, activation="tanh", output_activation="identity", init="xavier",
+                 backend="numpy", dtype="float32", seed=None):
+        self.layers = _checks.check_layers(layers)
+        n_hidden = len(self.layers) - 2
+        if isinstance(activation, str):
+            activation = [activation] * n_hidden
+        activation = list(activation)
+        if len(activation) != n_hidden:
+            raise ValueError(f"{len(activation)} activations given for {n_hidden} hidden layers")
+        self.activations = [_checks.check_activation(a) for a in activation]
+        self.output_activation = _checks.check_activation(output_activation)
+        self.init = init
+        self.seed = seed
+        self.dtype = _checks.check_dtype(dtype)
+        self.backend = get_backend(backend)
+        self.standardizer = None
+        weights, biases = init_params(self.layers, init, seed)
+        self._W = [self.backend.asarray(W, self.dtype) for W in weights]
+        self._b = [self.backend.asarray(b, self.dtype) for b in biases]
+        self._dW = [self.backend.zeros(W.shape, self.dtype) for W in weights]
+        self._db = [self.backend.zeros(b.shape, self.dtype) for b in biases]
+        self._workspaces = {}
+
+    # ---- parameters -------------------------------------------------------------------
+
+    @property
+    def n_layers(self):
+        """L, the number of dense layers (weight matrices)."""
+        return len(self.layers) - 1
+
+    @property
+    def layer_activations(self):
+        """The activation of each layer's output: the hidden ones, then the output activation."""
+        return self.activations + [self.output_activation]
+
+    @property
+    def weights(self):
+        """Host copies of W_0 ... W_{L-1}, W_l of shape (p_l, p_{l+1})."""
+        return [np.array(self.backend.to_numpy(W)) for W in self._W]
+
+    @property
+    def biases(self):
+        """Host copies of b_0 ... b_{L-1}, b_l of shape (p_{l+1},)."""
+        return [np.array(self.backend.to_numpy(b)) for b in self._b]
+
+    @property
+    def params(self):
+        """The backend's parameter arrays in optimizer order: W_0, b_0, W_1, b_1, ..."""
+        return [p for pair in zip(self._W, self._b) for p in pair]
+
+    @property
+    def grads(self):
+        """The backend's gradient buffers, in the order of ``params``."""
+        return [g for pair in zip(self._dW, self._db) for g in pair]
+
+    @property
+    def n_params(self):
+        return sum(p * q + q for p, q in zip(self.layers[:-1], self.layers[1:]))
+
+    def set_params(self, weights, biases):
+        """Replaces the parameters (copied in place into the model's arrays, shapes checked)."""
+        if len(weights) != self.n_layers or len(biases) != self.n_layers:
+            raise ValueError(f"expected {self.n_layers} weights and {self.n_layers} biases; "
+                             f"got {len(weights)} and {len(biases)}")
+        checked = []
+        for l, (W, b) in enumerate(zip(weights, biases)):
+            W = _checks.as_matrix(W, f"weights[{l}]")
+            b = _checks.as_matrix(b, f"biases[{l}]")
+            p, q = self.layers[l], self.layers[l + 1]
+            if tuple(W.shape) != (p, q):
+                raise ValueError(f"weights[{l}] must have shape {(p, q)}; got {tuple(W.shape)}")
+            if tuple(b.shape) != (q,):
+                raise ValueError(f"biases[{l}] must have shape {(q,)}; got {tuple(b.shape)}")
+            _checks.check_finite(W, f"weights[{l}]")
+            _checks.check_finite(b, f"biases[{l}]")
+            checked.append((W, b))
+        for l, (W, b) in enumerate(checked):
+            self._W[l][...] = self.backend.asarray(W, self.dtype)
+            self._b[l][...] = self.backend.asarray(b, self.dtype)
+
+    # ---- forward and backward ---------------------------------------------------------
+
+    def _workspace(self, n):
+        if n not in self._workspaces:
+            if len(self._workspaces) >= 4:  # a few batch sizes are live at once (batch, last, val)
+                self._workspaces.pop(next(iter(self._workspaces)))
+            self._workspaces[n] = Workspace(self.backend, self.layers, n, self.dtype)
+        return self._workspaces[n]
+
+    def _input(self, X):
+        """X checked, standardized if the model has a Standardizer, on the backend in its dtype."""
+        X = _checks.check_inputs(X, self.layers[0])
+        if self.standardizer is not None:
+            X = self.standardizer.transform(X)
+        return self.backend.asarray(X, self.dtype)
+
+    def _target(self, Y, n, loss):
+        Y = _checks.check_targets(Y, n, self.layers[-1], loss)
+        return self.backend.asarray(Y, self.dtype)
+
+    def _forward(self, X, ws, masks=None):
+        """F, with every layer's activation left in the workspace for the backward pass.
+
+        H_{l+1} = A_l W_l + b_l, A_{l+1} = act(H_{l+1}); with dropout, A_{l+1} ⊙ M_l feeds layer l+1.
+        """
+        backend, acts = self.backend, self.layer_activations
+        A = X
+        for l in range(self.n_layers):
+            A = backend.dense_forward(A, self._W[l], self._b[l], acts[l], out=ws.A[l + 1])
+            if masks is not None and l < self.n_layers - 1 and masks[l] is not None:
+                A = backend.dropout(A, masks[l], out=ws.D[l + 1])
+        return A
+
+    def _layer_input(self, X, ws, masks, l):
+        """The array that fed layer l: X, A_l, or A_l ⊙ M when dropout masked it."""
+        if l == 0:
+            return X
+        if masks is not None and masks[l - 1] is not None:
+            return ws.D[l]
+        return ws.A[l]
+
+    def _backward(self, X, ws, masks=None, need_dX=False):
+        """dW_l, db_l into the model's gradient buffers; returns dX (or None).
+
+        Starts from G = ws.G[L-1] = dLoss/dH_L and runs, from the last layer to the first,
+            dW_l = A_lᵀ G_l,  db_l = 1ᵀ G_l,  G_{l-1} = act'(A_l) ⊙ (G_l W_lᵀ),  dX = G_0 W_0ᵀ.
+        """
+        backend, acts = self.backend, self.layer_activations
+        for l in reversed(range(self.n_layers)):
+            G = ws.G[l]
+            A_in = self._layer_input(X, ws, masks, l)
+            if l == 0:
+                _, _, dX = backend.dense_backward(G, A_in, self._W[0], None, self._dW[0],
+                                                  self._db[0], ws.dX, need_G_prev=need_dX)
+                return dX
+            if masks is not None and masks[l - 1] is not None:
+                # dLoss/d(A ⊙ M) = G Wᵀ, then through the mask, then through act'(A)
+                _, _, dD = backend.dense_backward(G, A_in, self._W[l], None, self._dW[l],
+                                                  self._db[l], ws.G[l - 1])
+                dA = backend.dropout(dD, masks[l - 1], out=ws.G[l - 1])
+                backend.activation_backward(dA, ws.A[l], acts[l - 1], out=ws.G[l - 1])
+            else:
+                backend.dense_backward(G, A_in, self._W[l], acts[l - 1], self._dW[l],
+                                       self._db[l], ws.G[l - 1])
+        return None
+
+    def _loss_and_grad(self, X, Y, loss, masks=None, need_dX=False):
+        """Loss value, gradients into the model's buffers, and dX; X and Y already on the backend."""
+        ws = self._workspace(X.shape[0])
+        if masks is not None:
+            ws.dropout_buffers(self.backend, self.layers, self.dtype)
+        F = self._forward(X, ws, masks)
+        value, G = self.backend.loss(loss, F, Y, G=ws.G[-1])
+        if self.output_activation != "identity":
+            self.backend.activation_backward(G, F, self.output_activation, out=G)
+        dX = self._backward(X, ws, masks, need_dX)
+        return value, dX
+
+    # ---- public API -------------------------------------------------------------------
+
+    def forward(self, X):
+        """F for X given as an array of the backend (no checks, no copy back): the raw forward."""
+        ws = self._workspace(X.shape[0])
+        return self._forward(X, ws)
+
+    def predict(self, X):
+        """The network's output F (n x p_L) for inputs X (n x p_0): numpy in, numpy out."""
+        F = self.forward(self._input(X))
+        return np.array(self.backend.to_numpy(F))
+
+    def loss_and_grad(self, X, Y, loss="sse"):
+        """(loss, grads) at X, Y: ``grads.weights``, ``grads.biases`` and ``grads.X`` = dLoss/dX.
+
+        dLoss/dX is Raissi's G_0 W_0ᵀ, taken with respect to the raw X (before any Standardizer).
+        """
+        loss = _checks.check_loss(loss)
+        Xb = self._input(X)
+        Yb = self._target(Y, Xb.shape[0], loss)
+        value, dX = self._loss_and_grad(Xb, Yb, loss, need_dX=True)
+        dX = np.array(self.backend.to_numpy(dX))
+        if self.standardizer is not None:
+            dX = dX / self.standardizer.scale.astype(dX.dtype)
+        grads = Grads([np.array(self.backend.to_numpy(g)) for g in self._dW],
+                      [np.array(self.backend.to_numpy(g)) for g in self._db], dX)
+        return float(value), grads
+
+    def fit(self, X, Y, loss="mse", optimizer="adam", lr=1e-3, epochs=100, batch_size=None,
+            l1=0.0, l2=0.0, dropout=0.0, validation_data=None, early_stopping=None,
+            shuffle=True, verbose=False, **options):
+        """Trains the network; see ``backprop.train.fit`` for every option. Returns a History."""
+        from .train import fit
+        return fit(self, X, Y, loss=loss, optimizer=optimizer, lr=lr, epochs=epochs,
+                   batch_size=batch_size, l1=l1, l2=l2, dropout=dropout,
+                   validation_data=validation_data, early_stopping=early_stopping,
+                   shuffle=shuffle, verbose=verbose, **options)
+
+    def config(self):
+        """The architecture, as plain values (what ``save`` writes beside the parameters)."""
+        return {"layers": self.layers, "activation": self.activations,
+                "output_activation": self.output_activation, "init": self.init,
+                "dtype": self.dtype.name, "seed": self.seed}
+
+    def to(self, backend, dtype=None):
+        """A copy of this network on another backend (and optionally dtype), same parameters."""
+        config = self.config()
+        config["dtype"] = self.dtype if dtype is None else dtype
+        net = MLP(backend=backend, **config)
+        net.set_params(self.weights, self.biases)
+        net.standardizer = self.standardizer
+        return net
+
+    def copy(self):
+        return self.to(self.backend)
+
+    def __repr__(self):
+        return (f"MLP({self.layers}, activation={self.activations}, output_activation="
+                f"{self.output_activation!r}, backend={self.backend.name!r}, dtype={self.dtype.name!r})")
+
+    # ---- files ------------------------------------------------------------------------
+
+    def save(self, path):
+        """Writes the model to ``path`` (.npz) atomically: a temporary file renamed into place."""
+        header = {"format": FILE_FORMAT, "version": FILE_VERSION, **self.config()}
+        arrays = {"header": np.array(json.dumps(header))}
+        for l, (W, b) in enumerate(zip(self.weights, self.biases)):
+            arrays[f"W{l}"], arrays[f"b{l}"] = W, b
+        if self.standardizer is not None:
+            arrays["standardizer_mean"] = self.standardizer.mean
+            arrays["standardizer_scale"] = self.standardizer.scale
+        path = os.fspath(path)
+        folder = os.path.dirname(os.path.abspath(path))
+        fd, tmp = tempfile.mkstemp(prefix=".backprop-", suffix=".tmp", dir=folder)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, **arrays)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    @classmethod
+    def load(cls, path, backend="numpy", dtype=None):
+        """A model read from a file written by ``save``, on ``backend``."""
+        path = os.fspath(path)
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {key: data[key] for key in data.files}
+        except FileNotFoundError:
+            raise
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+            raise ValueError(f"{path} is not a backprop model file (not a readable .npz: {exc})") from None
+        if "header" not in arrays:
+            raise ValueError(f"{path} is not a backprop model file (no header)")
+        try:
+            header = json.loads(str(arrays["header"]))
+        except json.JSONDecodeError:
+            raise ValueError(f"{path} is not a backprop model file (unreadable header)") from None
+        if not isinstance(header, dict) or header.get("format") != FILE_FORMAT:
+            raise ValueError(f"{path} is not a backprop model file (format "
+                             f"{header.get('format') if isinstance(header, dict) else None!r})")
+        if header.get("version") != FILE_VERSION:
+            raise ValueError(f"{path} was written by another version of backprop (file version "
+                             f"{header.get('version')!r}; this version reads {FILE_VERSION})")
+        try:
+            net = cls(header["layers"], activation=header["activation"],
+                      output_activation=header["output_activation"], init=header["init"],
+                      backend=backend, dtype=dtype or header["dtype"], seed=header["seed"])
+            L = net.n_layers
+            net.set_params([arrays[f"W{l}"] for l in range(L)], [arrays[f"b{l}"] for l in range(L)])
+        except KeyError as exc:
+            raise ValueError(f"{path} is a damaged backprop model file (missing {exc})") from None
+        if "standardizer_mean" in arrays:
+            from .standardize import Standardizer
+            net.standardizer = Standardizer.from_arrays(arrays["standardizer_mean"],
+                                                        arrays["standardizer_scale"])
+        return net

@@ -1,0 +1,242 @@
+"""The training loop: minibatches, optimizer steps, regularization, validation, early stopping.
+
+One training step on a batch (X, Y), in kernels:
+
+    F = forward(X)                                (dense_forward per layer, dropout masks if any)
+    value, G = loss(F, Y)                         (loss and dLoss/dF together)
+    dW_l, db_l = backward(G)                      (dense_backward per layer)
+    value += l1 Σ|W| + (l2/2) Σ W²;  dW += l1 sign(W) + l2 W     (weight_penalty, weights only)
+    param -= update(grad)                         (sgd_update / adam_update)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import _checks
+from .optim import get_optimizer
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite; the model keeps its last finite parameters."""
+
+
+@dataclass
+class History:
+    """What ``fit`` measured: per-epoch training loss (with the penalty), validation loss, lr."""
+
+    loss: list = field(default_factory=list)
+    val_loss: list = field(default_factory=list)
+    lr: list = field(default_factory=list)
+    best_epoch: int | None = None
+    stopped_epoch: int | None = None
+
+    @property
+    def epochs(self):
+        return len(self.loss)
+
+
+class EarlyStopping:
+    """Stops when the validation loss has not improved by ``min_delta`` for ``patience`` epochs,
+    and (``restore_best``) puts back the parameters of the best epoch."""
+
+    def __init__(self, patience=10, min_delta=0.0, restore_best=True):
+        if int(patience) != patience or patience < 1:
+            raise ValueError(f"patience must be a positive integer; got {patience!r}")
+        self.patience = int(patience)
+        self.min_delta = _checks.check_rate(min_delta, "min_delta")
+        self.restore_best = bool(restore_best)
+
+    @classmethod
+    def make(cls, early_stopping):
+        if early_stopping is None or early_stopping is False:
+            return None
+        if isinstance(early_stopping, cls):
+            return early_stopping
+        if isinstance(early_stopping, dict):
+            return cls(**early_stopping)
+        return cls(patience=early_stopping)
+
+
+def dropout_rates(dropout, n_hidden):
+    """One dropout probability per hidden layer, each in [0, 1)."""
+    rates = [dropout] * n_hidden if np.isscalar(dropout) else list(dropout)
+    if len(rates) != n_hidden:
+        raise ValueError(f"{len(rates)} dropout rates given for {n_hidden} hidden layers")
+    for p in rates:
+        if not (isinstance(p, (int, float, np.floating)) and 0 <= p < 1):
+            raise ValueError(f"dropout rates must be numbers in [0, 1); got {p!r}")
+    return [float(p) for p in rates]
+
+
+class Trainer:
+    """One model, one loss, one optimizer with its state: ``step(X, Y)`` is one training step.
+
+    X and Y are arrays of the model's backend (checked by the caller). The step is the kernel
+    sequence of this module's docstring.
+    """
+
+    def __init__(self, net, loss, optimizer, lr=None, l1=0.0, l2=0.0, dropout=0.0, seed=None):
+        self.net = net
+        self.loss = _checks.check_loss(loss)
+        self.optimizer = get_optimizer(optimizer, lr)
+        self.l1 = _checks.check_rate(l1, "l1")
+        self.l2 = _checks.check_rate(l2, "l2")
+        self.dropout = dropout_rates(dropout, net.n_layers - 1)
+        self.rng = np.random.default_rng(seed)
+        self.state = self.optimizer.state(net.backend, net.params)
+
+    def masks(self, n):
+        """Inverted-dropout masks M_l (0 or 1/(1-p)) for the hidden layers, or None."""
+        if not any(self.dropout):
+            return None
+        backend, dtype = self.net.backend, self.net.dtype
+        masks = []
+        for p, width in zip(self.dropout, self.net.layers[1:-1]):
+            if p == 0:
+                masks.append(None)
+                continue
+            keep = self.rng.random((n, width)) >= p
+            masks.append(backend.asarray(keep / (1.0 - p), dtype))
+        return masks
+
+    def penalty(self):
+        """l1 Σ|W| + (l2/2) Σ W² over the weights (not the biases); adds its gradient to dW."""
+        if self.l1 == 0 and self.l2 == 0:
+            return 0.0
+        net = self.net
+        return sum(float(net.backend.weight_penalty(W, dW, self.l1, self.l2))
+                   for W, dW in zip(net._W, net._dW))
+
+    def step(self, X, Y):
+        """One step on the batch (X, Y); returns the loss (with the penalty) before the update.
+
+        A loss that is not finite raises NonFiniteLossError before the update, so the model keeps
+        the parameters it had.
+        """
+        net = self.net
+        value, _ = net._loss_and_grad(X, Y, self.loss, masks=self.masks(X.shape[0]))
+        value = float(value) + self.penalty()
+        if not math.isfinite(value):
+            raise NonFiniteLossError(f"the loss is {value}")
+        self.state.apply(net.backend, net.params, net.grads)
+        return value
+
+
+def _epoch_loss(values, sizes, loss):
+    """The loss over an epoch's batches: summed for sse (a sum over samples), else size-weighted."""
+    if loss == "sse":
+        return float(sum(values))
+    return float(np.dot(values, sizes) / sum(sizes))
+
+
+def _snapshot(net):
+    return net.weights, net.biases
+
+
+def fit(net, X, Y, loss="mse", optimizer="adam", lr=1e-3, epochs=100, batch_size=None,
+        l1=0.0, l2=0.0, dropout=0.0, validation_data=None, early_stopping=None, shuffle=True,
+        verbose=False, lr_schedule=None, standardize=False, seed=None):
+    """Trains ``net`` on (X, Y) and returns a History.
+
+    loss: "sse", "mse", "cross_entropy" (Y as labels or one-hot) or "bce".
+    optimizer: "gd" (full batch), "sgd", "adam", or an object from ``backprop.optim``;
+        ``lr`` applies to a name (an object keeps its own).
+    epochs: passes over the data. batch_size: None means the full batch (one step per epoch).
+    l1, l2: penalties on the weights, l1 Σ|W| + (l2/2) Σ W², added to the loss.
+    dropout: inverted-dropout drop probability for the hidden layers (one number, or one per
+        hidden layer); applied during fit only.
+    validation_data: (X_val, Y_val); its loss (no penalty, no dropout) is recorded per epoch.
+    early_stopping: a patience in epochs, a dict of EarlyStopping's options or an EarlyStopping;
+        needs validation_data; restores the parameters of the best epoch.
+    lr_schedule: callable epoch -> lr, called at the start of every epoch (see backprop.optim).
+    standardize: fit a Standardizer on X and attach it to the model (applied at predict too).
+    seed: seeds shuffling and dropout masks.
+    verbose: show a progress bar (tqdm).
+
+    If the loss becomes NaN or infinite, fit raises NonFiniteLossError naming the epoch and
+    leaves the model with its last finite parameters.
+    """
+    loss = _checks.check_loss(loss)
+    epochs = int(epochs)
+    if epochs < 0:
+        raise ValueError(f"epochs must be >= 0; got {epochs}")
+    trainer = Trainer(net, loss, optimizer, lr=lr, l1=l1, l2=l2, dropout=dropout, seed=seed)
+    if trainer.optimizer.full_batch and batch_size is not None:
+        raise ValueError("optimizer 'gd' is full-batch gradient descent: leave batch_size=None "
+                         "or use 'sgd' for minibatches")
+    stopper = EarlyStopping.make(early_stopping)
+    if stopper is not None and validation_data is None:
+        raise ValueError("early_stopping needs validation_data")
+    if lr_schedule is not None and not callable(lr_schedule):
+        raise TypeError("lr_schedule must be a callable epoch -> lr")
+
+    if standardize:
+        from .standardize import Standardizer
+        net.standardizer = Standardizer().fit(_checks.check_inputs(X, net.layers[0]))
+    X_dev = net._input(X)
+    n = X_dev.shape[0]
+    Y_dev = net._target(Y, n, loss)
+    if validation_data is not None:
+        X_val, Y_val = validation_data
+        X_val = net._input(X_val)
+        Y_val = net._target(Y_val, X_val.shape[0], loss)
+    if batch_size is None:
+        batch_size = n
+    if int(batch_size) != batch_size or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer or None; got {batch_size!r}")
+    batch_size = min(int(batch_size), n)
+    order_rng = np.random.default_rng(seed)
+
+    history = History()
+    best = (math.inf, None, None)  # (val_loss, epoch, parameters)
+    epoch_iter = range(epochs)
+    if verbose:
+        from tqdm.auto import tqdm
+        epoch_iter = tqdm(epoch_iter, desc="fit", unit="epoch")
+    last_good = _snapshot(net)
+    for epoch in epoch_iter:
+        if lr_schedule is not None:
+            trainer.optimizer.lr = _checks.check_rate(lr_schedule(epoch), "lr from lr_schedule")
+        if shuffle and batch_size < n:
+            perm = net.backend.asarray(order_rng.permutation(n), np.int64)
+            X_epoch, Y_epoch = X_dev[perm], Y_dev[perm]
+        else:
+            X_epoch, Y_epoch = X_dev, Y_dev
+        values, sizes = [], []
+        try:
+            for start in range(0, n, batch_size):
+                stop = min(start + batch_size, n)
+                values.append(trainer.step(X_epoch[start:stop], Y_epoch[start:stop]))
+                sizes.append(stop - start)
+        except NonFiniteLossError as exc:
+            if not all(np.isfinite(p).all() for p in net.weights + net.biases):
+                net.set_params(*last_good)
+            raise NonFiniteLossError(f"training diverged in epoch {epoch}: {exc}; the model "
+                                     "keeps its last finite parameters (try a smaller lr)") from None
+        history.loss.append(_epoch_loss(values, sizes, loss))
+        history.lr.append(trainer.optimizer.lr)
+        postfix = {"loss": f"{history.loss[-1]:.4g}"}
+        if validation_data is not None:
+            F_val = net.forward(X_val)
+            val, _ = net.backend.loss(loss, F_val, Y_val)
+            history.val_loss.append(float(val))
+            postfix["val_loss"] = f"{history.val_loss[-1]:.4g}"
+        if verbose:
+            epoch_iter.set_postfix(postfix)
+        last_good = _snapshot(net) if epoch % 10 == 0 else last_good
+        if stopper is not None:
+            val = history.val_loss[-1]
+            if best[1] is None or val < best[0] - stopper.min_delta:
+                best = (val, epoch, _snapshot(net) if stopper.restore_best else None)
+            elif epoch - best[1] >= stopper.patience:
+                history.stopped_epoch = epoch
+                break
+    if stopper is not None and best[1] is not None:
+        history.best_epoch = best[1]
+        if stopper.restore_best:
+            net.set_params(*best[2])
+    return history
