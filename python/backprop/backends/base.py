@@ -29,7 +29,9 @@ needs only the activations A_l.
 
 Every kernel takes and returns arrays of the backend (``asarray`` makes one, ``to_numpy`` copies
 one back). Outputs may be given as preallocated ``out`` buffers, which the kernel overwrites and
-returns; with ``out=None`` the kernel allocates. Shapes and dtypes are checked by the frontend
+returns; with ``out=None`` the kernel allocates. The elementwise kernels (``activation_forward``,
+``activation_backward``, ``dropout``) accept an ``out`` that is the same array as their first
+input (in place); no other kernel's output may alias its inputs. Shapes and dtypes are checked by the frontend
 before a kernel runs (see ``backprop._checks``); a kernel may assume them.
 
 A backend that lacks a kernel raises ``NotImplementedError`` naming the kernel and the backend:
