@@ -12,7 +12,8 @@ DTYPES = ("float32", "float64")
 def check_name(kind, name, valid):
     """``name`` if it is one of ``valid``, else a ValueError that lists the valid names."""
     if not isinstance(name, str) or name not in valid:
-        raise ValueError(f"unknown {kind} {name!r}; valid {kind}s: {', '.join(valid)}")
+        plural = kind + ("es" if kind.endswith("s") else "s")
+        raise ValueError(f"unknown {kind} {name!r}; valid {plural}: {', '.join(valid)}")
     return name
 
 

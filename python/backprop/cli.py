@@ -24,7 +24,7 @@ def cmd_bench(args):
     backends = _names(args.backends, BACKENDS, "backend") if args.backends else None
     result = bench.run(configs=configs, backends=backends, dtype=args.dtype, repeat=args.repeat,
                        torch=args.torch, quick=args.quick, peak_gflops=args.peak)
-    result["command"] = "backprop " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    result["command"] = "backprop " + " ".join(shlex.quote(a) for a in args.argv)
     print(f"machine: {result['machine']['cpu']}, {result['machine']['cores']} cores; "
           f"one training step (forward, backward, SGD update), median of {args.repeat if not args.quick else min(args.repeat, 3)} rounds")
     print(bench.format_table(result))
@@ -93,7 +93,9 @@ def build_parser():
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     if getattr(args, "repeat", 1) < 1:
         raise SystemExit("backprop: --repeat must be >= 1")
     return args.func(args)
