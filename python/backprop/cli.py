@@ -36,6 +36,8 @@ def cmd_bench(args):
 
 
 def cmd_demo(args):
+    if args.plot:
+        demo.require_matplotlib()  # before training, not after
     backend = args.backend
     if backend == "auto":
         backend = "cpu" if why_unavailable("cpu") is None else "numpy"

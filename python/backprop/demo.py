@@ -41,13 +41,17 @@ def run(backend="numpy", steps=10000, seed=0, dtype="float32", verbose=False):
             "Y_test": Y_test}
 
 
-def plot(result, path):
-    """Draws training data, the truth and the prediction into ``path`` (needs matplotlib)."""
+def require_matplotlib():
     try:
         import matplotlib
     except ImportError:
-        raise RuntimeError("--plot needs matplotlib: pip install 'backprop[plot]'") from None
-    matplotlib.use("Agg")
+        raise RuntimeError("plotting needs matplotlib: pip install 'backprop[plot]'") from None
+    return matplotlib
+
+
+def plot(result, path):
+    """Draws training data, the truth and the prediction into ``path`` (needs matplotlib)."""
+    require_matplotlib().use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
