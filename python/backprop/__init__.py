@@ -9,15 +9,16 @@ Backends: "numpy" (the reference), "cpu" (C++/Eigen), "cuda" (CUDA kernels throu
 ``bp.available_backends()`` lists the ones that work on this machine.
 """
 
-from . import optim
+from . import optim, tensor
 from .backends import BackendUnavailable, available_backends, get_backend, why_unavailable
 from .gradcheck import gradcheck
 from .model import MLP, Grads
 from .standardize import Standardizer
+from .tensor import Tensor, einsum
 from .train import EarlyStopping, History, NonFiniteLossError, Trainer
 
 __version__ = "0.1.0"
 
 __all__ = ["MLP", "Grads", "History", "EarlyStopping", "NonFiniteLossError", "Trainer",
-           "Standardizer", "gradcheck", "optim", "available_backends", "get_backend",
+           "Standardizer", "Tensor", "einsum", "gradcheck", "optim", "tensor", "available_backends", "get_backend",
            "why_unavailable", "BackendUnavailable", "__version__"]
