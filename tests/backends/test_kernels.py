@@ -10,7 +10,8 @@ from backprop.backends.base import Backend
 from ..conftest import assert_close
 
 # (n, p_in, p_out): a single sample, widths 1, 3, 17, batches smaller and larger than the widths
-SHAPES = [(1, 1, 1), (1, 17, 3), (7, 1, 33), (5, 17, 3), (33, 3, 17), (130, 65, 7), (3, 129, 1)]
+SHAPES = [(1, 1, 1), (1, 17, 3), (7, 1, 33), (5, 17, 3), (33, 3, 17), (130, 65, 7), (3, 129, 1),
+          (2, 1000, 3), (1000, 17, 1)]
 
 
 def ref_act(H, name):
