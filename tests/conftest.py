@@ -6,6 +6,10 @@ import pytest
 
 from backprop.backends import BACKENDS, why_unavailable
 
+from .cuda_emu import install_if_requested
+
+install_if_requested()  # BACKPROP_TEST_CUDA_EMULATOR=1: the "cuda" backend runs under emulation
+
 # relative tolerance of a backend against a float64 reference, per dtype
 RTOL = {"float32": 1e-4, "float64": 1e-10}
 

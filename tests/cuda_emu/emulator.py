@@ -52,28 +52,31 @@ def cache_dir():
     return d
 
 
-def kernel_names(cuda_dir=CUDA_DIR):
+def kernel_names(files, include_dir):
     """The extern "C" kernels of the sources, read from the preprocessed text."""
     names = []
-    for src in sources(cuda_dir):
-        text = subprocess.run([CXX, "-x", "c++", "-std=c++17", "-E", "-P", f"-I{cuda_dir}", "-include", str(HEADER),
-                               str(src)], check=True, capture_output=True, text=True).stdout
+    for src in files:
+        text = subprocess.run([CXX, "-x", "c++", "-std=c++17", "-E", "-P", f"-I{include_dir}",
+                               "-include", str(HEADER), str(src)],
+                              check=True, capture_output=True, text=True).stdout
         names += re.findall(r'extern "C"\s+void\s+(\w+)\s*\(', text)
     return names
 
 
-def build(cuda_dir=CUDA_DIR, opt="-O1"):
-    """Path of the shared library for the current sources (rebuilt when any source changes)."""
-    cuda_dir = Path(cuda_dir)
+def build(files=None, include_dir=CUDA_DIR, opt="-O1"):
+    """Path of the shared library for the given sources (default cuda/*.cu), rebuilt when any
+    source, the header or this file changes."""
+    files = [Path(f) for f in (files if files is not None else sources(include_dir))]
+    include_dir = Path(include_dir)
     digest = hashlib.sha256()
-    for path in sources(cuda_dir) + sorted(cuda_dir.glob("*.cuh")) + [HEADER, Path(__file__)]:
+    for path in files + sorted(include_dir.glob("*.cuh")) + [HEADER, Path(__file__)]:
         digest.update(path.name.encode() + path.read_bytes())
     digest.update(opt.encode() + CXX.encode())
     lib = cache_dir() / f"kernels-{digest.hexdigest()[:16]}.so"
     if lib.exists():
         return lib
-    names = kernel_names(cuda_dir)
-    unit = [f'#include "{HEADER}"'] + [f'#include "{src}"' for src in sources(cuda_dir)]
+    names = kernel_names(files, include_dir)
+    unit = [f'#include "{HEADER}"'] + [f'#include "{src}"' for src in files]
     for name in names:
         unit.append(f'extern "C" int emu_launch_{name}(const unsigned* g, void** a) '
                     f'{{ return cuda_emu::run({name}, g, a); }}')
@@ -85,12 +88,22 @@ def build(cuda_dir=CUDA_DIR, opt="-O1"):
         cpp.write_text("\n".join(unit) + "\n")
         out = Path(tmp) / lib.name
         cmd = [CXX, "-std=c++17", opt, "-fPIC", "-shared", "-Wall", "-Wextra", "-Werror",
-               "-Wno-unused-parameter", "-Wno-unknown-pragmas", f"-I{cuda_dir}", str(cpp), "-o", str(out)]
+               "-Wno-unused-parameter", "-Wno-unknown-pragmas", f"-I{include_dir}", str(cpp),
+               "-o", str(out)]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             raise EmulationError(f"emulated build failed: {' '.join(cmd)}\n{proc.stderr}")
         shutil.move(str(out), lib)
     return lib
+
+
+def build_code(code):
+    """The shared library for one program given as text (what RawModule hands to NVRTC)."""
+    digest = hashlib.sha256(code.encode()).hexdigest()[:16]
+    src = cache_dir() / f"module-{digest}.cu"
+    if not src.exists():
+        src.write_text(code)
+    return build([src], include_dir=src.parent)
 
 
 class Library:
@@ -121,11 +134,14 @@ class Library:
         """Runs kernel ``name``; ``args`` are (pointer, dtype) pairs for arrays (pointer 0 for
         a null pointer, dtype None) or numpy scalars."""
         launch, signature = self.kernel(name)
+        args = list(args)
         if len(args) != len(signature):
             raise EmulationError(f"{name}: {len(args)} arguments given, the kernel takes {len(signature)}")
         keep, ptrs = [], []
         for i, (arg, code) in enumerate(zip(args, signature)):
             if code.startswith("P"):
+                if isinstance(arg, np.uint64):  # a raw address (0: the null pointer)
+                    arg = (int(arg), None)
                 if not isinstance(arg, tuple):
                     raise EmulationError(f"{name}: argument {i} must be an array (kernel type {code}); "
                                          f"got {type(arg).__name__}")
@@ -158,10 +174,9 @@ def _dim3(d):
     return d + (1,) * (3 - len(d))
 
 
-def load(cuda_dir=CUDA_DIR):
-    """The emulated kernels of ``cuda_dir``, built once per set of sources and cached."""
-    key = str(Path(cuda_dir).resolve())
+def load(code=None):
+    """The emulated kernels of cuda/*.cu (or of the program ``code``), built once and cached."""
     with _lock:
-        if key not in _libs:
-            _libs[key] = Library(build(cuda_dir))
-        return _libs[key]
+        if code not in _libs:
+            _libs[code] = Library(build() if code is None else build_code(code))
+        return _libs[code]
