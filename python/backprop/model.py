@@ -230,7 +230,20 @@ class MLP:
         return self._forward(X, ws)
 
     def predict(self, X):
-        """The network's output F (n x p_L) for inputs X (n x p_0): numpy in, numpy out."""
+        """The network's output F (n x p_L) for inputs X (n x p_0): numpy in, numpy out.
+
+        An array of the backend (a CuPy array on the cuda backend) gives an array of the
+        backend, with no copy through the host.
+        """
+        on_device = getattr(self.backend, "is_device_array", None)
+        if on_device is not None and on_device(X):
+            X = _checks.check_inputs(X, self.layers[0])
+            if self.standardizer is not None:  # on the device: (X - mean) / scale
+                mean = self.backend.asarray(self.standardizer.mean, np.float64)
+                scale = self.backend.asarray(self.standardizer.scale, np.float64)
+                X = (X.astype(np.float64) - mean) / scale
+            X = self.backend.asarray(X, self.dtype)
+            return self.forward(X).copy()  # a copy: the workspace buffer is reused
         F = self.forward(self._input(X))
         return np.array(self.backend.to_numpy(F))
 

@@ -175,6 +175,8 @@ class ndarray(numpy.lib.mixins.NDArrayOperatorsMixin):
         self._a.fill(value)
 
     def __getattr__(self, name):  # sum, max, all, ... as CuPy's methods: results on the device
+        if name.startswith("__"):  # no __array_interface__ and the like: no implicit host view
+            raise AttributeError(name)
         attr = getattr(self._a, name)
         if callable(attr):
             return lambda *a, **k: self._wrap(attr(*_unwrap(a), **_unwrap(k)))

@@ -1,0 +1,338 @@
+"""The cuda backend on the CPU: its kernels (cuda/*.cu) compiled by the host compiler with the
+emulation header (tests/cuda_emu), driven by the real adapter (cuda_backend.py) through a fake
+CuPy, and compared with the numpy backend.
+
+This runs in every CI run, GPU or not. It checks the kernels' arithmetic (every tile
+configuration and transpose of the matrix product on sizes that are not multiples of any tile,
+the fused epilogues against the unfused kernels, the reductions, losses and updates), the
+adapter (grid sizes, argument types against the kernels' C signatures, checks before launch,
+no writes outside any buffer, launch counts, one compilation) and the whole model (fit,
+loss_and_grad, gradcheck) on the cuda backend. What it cannot check is the hardware: NVRTC,
+timing, and races that sequential blocks hide; tests/backends/test_cuda_gpu.py does that on a GPU.
+"""
+
+import shutil
+
+import numpy as np
+import pytest
+
+import backprop as bp
+from backprop.backends import ACTIVATIONS
+from backprop.backends.cuda_backend import (GEMM_CONFIGS, CudaBackend, CudaKernelError,
+                                            module_source)
+from backprop.backends.numpy_backend import NumpyBackend
+
+from ..conftest import assert_close
+from ..cuda_emu import emulator, fakecupy
+from . import test_kernels
+
+pytestmark = pytest.mark.skipif(shutil.which(emulator.CXX) is None,
+                                reason=f"no host C++ compiler ({emulator.CXX}) to emulate the cuda kernels")
+
+SIZES = [1, 7, 33, 65, 129]  # 1, and non-multiples of every tile (32, 64, 128) and of BK
+ref = NumpyBackend()
+
+
+@pytest.fixture(scope="module")
+def emu():
+    return CudaBackend(cupy=fakecupy)
+
+
+@pytest.fixture
+def backend(emu):
+    """The kernel tests of test_kernels.py, collected here again, run on the emulated backend."""
+    return emu
+
+
+for _name in dir(test_kernels):
+    if _name.startswith("test_"):
+        globals()[_name] = getattr(test_kernels, _name)
+
+
+def dev(bk, x, dtype):
+    return bk.asarray(np.array(x), dtype)
+
+
+def host(bk, x):
+    return np.asarray(bk.to_numpy(x), dtype=np.float64)
+
+
+# ---- the matrix product: every configuration, transpose and awkward size ---------------------
+
+@pytest.mark.parametrize("config", list(GEMM_CONFIGS))
+@pytest.mark.parametrize("ops", ["nn", "tn", "nt", "tt"])
+def test_gemm_every_config_and_transpose(emu, dtype, rng, config, ops):
+    ta, tb = ops[0] == "t", ops[1] == "t"
+    for m, k, n in [(1, 1, 1), (7, 129, 33), (65, 7, 129), (129, 65, 1), (33, 33, 65), (4, 8, 12)]:
+        A = rng.normal(size=(k, m) if ta else (m, k))
+        B = rng.normal(size=(n, k) if tb else (k, n))
+        C0 = rng.normal(size=(m, n))
+        out = dev(emu, C0, dtype)
+        emu.gemm(dev(emu, A, dtype), dev(emu, B, dtype), out=out, trans_a=ta, trans_b=tb,
+                 alpha=0.75, beta=0.5, config=config)
+        expected = 0.75 * ((A.T if ta else A) @ (B.T if tb else B)) + 0.5 * C0
+        assert_close(host(emu, out), expected, dtype, what=f"gemm {config} {ops} {m}x{k}x{n}")
+
+
+@pytest.mark.parametrize("config", list(GEMM_CONFIGS))
+def test_gemm_scalar_loads_match_vector_loads(emu, dtype, rng, config):
+    """Operands at an address that is not 16-byte aligned take the scalar load path; the
+    numbers must be those of the vector path (same sums in the same order)."""
+    m, k, n = 36, 40, 44  # multiples of the vector width: the vector path when aligned
+    A, B = rng.normal(size=(m, k)), rng.normal(size=(k, n))
+    aligned = host(emu, emu.gemm(dev(emu, A, dtype), dev(emu, B, dtype), config=config))
+    bufA = emu.zeros((m * k + 1,), dtype)
+    bufB = emu.zeros((k * n + 1,), dtype)
+    bufA[1:] = dev(emu, A.ravel(), dtype)
+    bufB[1:] = dev(emu, B.ravel(), dtype)
+    shiftedA, shiftedB = bufA[1:].reshape(m, k), bufB[1:].reshape(k, n)
+    assert shiftedA.data.ptr % 16 != 0
+    scalar = host(emu, emu.gemm(shiftedA, shiftedB, config=config))
+    np.testing.assert_array_equal(scalar, aligned)
+    assert_close(scalar, A @ B, dtype, what="gemm")
+
+
+def test_gemm_config_choice(emu):
+    assert emu.gemm_config(4096, 4096) == "L"
+    assert emu.gemm_config(100, 10) == "S"
+    assert {emu.gemm_config(m, n) for m in SIZES for n in SIZES} == {"S", "M", "L"}
+
+
+# ---- fused epilogues against the unfused kernels ------------------------------------------------
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_dense_forward_fused_equals_unfused(emu, dtype, rng, activation):
+    for n, p, q in [(1, 1, 1), (7, 33, 65), (129, 7, 33), (65, 129, 7)]:
+        A, W, b = rng.normal(size=(n, p)), rng.normal(size=(p, q)), rng.normal(size=q)
+        Ad, Wd, bd = dev(emu, A, dtype), dev(emu, W, dtype), dev(emu, b, dtype)
+        fused = host(emu, emu.dense_forward(Ad, Wd, bd, activation))
+        H = dev(emu, np.tile(b, (n, 1)), dtype)
+        emu.gemm(Ad, Wd, out=H, beta=1.0)  # H = A W + 1 bᵀ
+        plain = host(emu, emu.activation_forward(H, activation))
+        assert_close(fused, plain, dtype, what=f"fused forward {activation}")
+        assert_close(fused, host(ref, ref.dense_forward(A, W, b, activation)), dtype,
+                     what=f"forward vs numpy {activation}")
+
+
+@pytest.mark.parametrize("activation_prev", list(ACTIVATIONS) + [None])
+def test_dense_backward_fused_equals_unfused(emu, dtype, rng, activation_prev):
+    for n, p, q in [(1, 1, 1), (7, 33, 65), (129, 7, 33), (65, 129, 7), (300, 5, 3)]:
+        G, W = rng.normal(size=(n, q)), rng.normal(size=(p, q))
+        A_prev = test_kernels.ref_act(rng.normal(size=(n, p)), activation_prev or "identity")
+        Gd, Ad, Wd = dev(emu, G, dtype), dev(emu, A_prev, dtype), dev(emu, W, dtype)
+        dW, db, G_prev = (host(emu, x) for x in emu.dense_backward(Gd, Ad, Wd, activation_prev))
+        # unfused: separate products, the stand-alone column sum, the elementwise backward
+        assert_close(dW, host(emu, emu.gemm(Ad, Gd, trans_a=True)), dtype, what="dW")
+        assert_close(db, host(emu, emu.colsum(Gd)), dtype, what="db fused vs colsum kernel")
+        dA = emu.gemm(Gd, Wd, trans_b=True)
+        plain = dA if activation_prev is None else emu.activation_backward(dA, Ad, activation_prev)
+        assert_close(G_prev, host(emu, plain), dtype, what="G_prev fused vs unfused")
+        expected = ref.dense_backward(G, A_prev, W, activation_prev)
+        for got, want, what in zip((dW, db, G_prev), expected, ("dW", "db", "G_prev")):
+            assert_close(got, want, dtype, what=f"{what} vs numpy")
+
+
+def test_colsum_split_over_rows(emu, dtype, rng):
+    """Few columns and many rows: the rows are split over blocks and a second launch adds
+    the partial sums."""
+    for n, p in [(1000, 1), (1000, 3), (4097, 33), (257, 65)]:
+        G = rng.normal(size=(n, p))
+        before = emu.launches
+        got = host(emu, emu.colsum(dev(emu, G, dtype)))
+        assert_close(got, G.sum(axis=0), dtype, what=f"colsum {n}x{p}")
+        assert emu.launches - before in (1, 2)
+
+
+@pytest.mark.parametrize("loss", ["sse", "mse", "cross_entropy", "bce"])
+def test_loss_many_blocks(emu, dtype, rng, loss):
+    """Sizes that need many blocks, so the last-block total adds many partial sums."""
+    n, k = (3000, 3) if loss != "cross_entropy" else (2000, 5)
+    F = rng.normal(size=(n, k))
+    Y = np.eye(k)[rng.integers(0, k, n)] if loss == "cross_entropy" else rng.random((n, k))
+    value, G = emu.loss(loss, dev(emu, F, dtype), dev(emu, Y, dtype))
+    value_ref, G_ref = ref.loss(loss, F, Y)
+    assert_close(float(value), value_ref, dtype, scale=max(abs(value_ref), 1.0), what=loss)
+    assert_close(host(emu, G), G_ref, dtype, what=f"{loss} gradient")
+    value2, _ = emu.loss(loss, dev(emu, F, dtype), dev(emu, Y, dtype))  # the counter rearmed
+    assert float(value2) == float(value)
+
+
+def test_adam_with_device_hyperparameters(emu, dtype, rng):
+    p, g, m, v = (rng.normal(size=(7, 5)) for _ in range(4))
+    v = np.abs(v)
+    P1, P2 = dev(emu, p, dtype), dev(emu, p, dtype)
+    M1, M2, V1, V2 = dev(emu, m, dtype), dev(emu, m, dtype), dev(emu, v, dtype), dev(emu, v, dtype)
+    emu.adam_update(P1, dev(emu, g, dtype), M1, V1, 1e-2, 0.9, 0.999, 1e-8, 4)
+    hyper = dev(emu, [1e-2, 1 - 0.9 ** 4, 1 - 0.999 ** 4], dtype)
+    emu.adam_update(P2, dev(emu, g, dtype), M2, V2, 99.0, 0.9, 0.999, 1e-8, 1, hyper=hyper)
+    np.testing.assert_array_equal(host(emu, P1), host(emu, P2))
+
+
+# ---- the adapter: launches, compilation, checks -------------------------------------------------
+
+def test_launch_counts(emu, rng):
+    A, W, b = (dev(emu, x, "float32") for x in (rng.normal(size=(9, 4)), rng.normal(size=(4, 3)),
+                                                rng.normal(size=3)))
+    G = dev(emu, rng.normal(size=(9, 3)), "float32")
+    counts = {}
+    for name, call in [("dense_forward", lambda: emu.dense_forward(A, W, b, "tanh")),
+                       ("dense_backward", lambda: emu.dense_backward(G, A, W, "tanh")),
+                       ("dense_backward (no G_prev)", lambda: emu.dense_backward(G, A, W, "tanh", need_G_prev=False)),
+                       ("loss", lambda: emu.loss("mse", G, G)),
+                       ("sgd_update", lambda: emu.sgd_update(W, W, None, 0.1))]:
+        before = emu.launches
+        call()
+        counts[name] = emu.launches - before
+    assert counts == {"dense_forward": 1, "dense_backward": 2, "dense_backward (no G_prev)": 1,
+                      "loss": 1, "sgd_update": 1}
+
+
+def test_one_program_compiled_once_per_backend(rng):
+    before = fakecupy.RawModule.compiled
+    bk = CudaBackend(cupy=fakecupy)
+    for _ in range(3):
+        bk.dense_forward(dev(bk, rng.normal(size=(3, 2)), "float64"),
+                         dev(bk, rng.normal(size=(2, 2)), "float64"), dev(bk, np.zeros(2), "float64"), "relu")
+        bk.loss("sse", bk.zeros((2, 2), "float32"), bk.zeros((2, 2), "float32"))
+    assert fakecupy.RawModule.compiled - before == 1
+
+
+def test_program_is_the_sources_with_common_header_first():
+    src = module_source()
+    assert src.index("BP_ACT_TANH") < src.index("gemm_##CFG")
+    assert '#include "common.cuh"' not in src
+
+
+def test_bad_input_rejected_before_any_launch(emu, rng):
+    A32 = dev(emu, rng.normal(size=(4, 3)), "float32")
+    A64 = dev(emu, rng.normal(size=(4, 3)), "float64")
+    W32 = dev(emu, rng.normal(size=(3, 2)), "float32")
+    before = emu.launches
+    with pytest.raises(TypeError, match="array of the cuda backend"):
+        emu.gemm(rng.normal(size=(4, 3)), W32)
+    with pytest.raises(TypeError, match="float32"):
+        emu.gemm(A64, W32)
+    with pytest.raises(TypeError, match="float32 or float64"):
+        emu.colsum(dev(emu, np.ones((3, 2)), "int32"))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        emu.gemm(A32.T, A32)
+    with pytest.raises(ValueError, match="op\\(A\\) is 4x3 but op\\(B\\) is 4x3"):
+        emu.gemm(A32, A32)
+    with pytest.raises(ValueError, match="beta"):
+        emu.gemm(A32, W32, beta=1.0)
+    with pytest.raises(ValueError, match="shape \\(4, 2\\)"):
+        emu.gemm(A32, W32, out=emu.zeros((2, 4), "float32"))
+    buf = emu.zeros((24,), "float32")
+    with pytest.raises(ValueError, match="overlaps"):  # out shares memory with A
+        emu.gemm(buf[:12].reshape(4, 3), dev(emu, np.eye(3), "float32"), out=buf[8:20].reshape(4, 3))
+    with pytest.raises(ValueError, match="unknown activation 'swish'"):
+        emu.dense_forward(A32, W32, dev(emu, np.zeros(2), "float32"), "swish")
+    with pytest.raises(ValueError, match="shape \\(2,\\)"):
+        emu.dense_forward(A32, W32, dev(emu, np.zeros(3), "float32"), "tanh")
+    with pytest.raises(ValueError, match="unknown loss"):
+        emu.loss("hinge", A32, A32)
+    with pytest.raises(ValueError, match="step counts from 1"):
+        emu.adam_update(A32, A32, A32, A32, 0.1, 0.9, 0.99, 1e-8, 0)
+    assert emu.launches == before
+
+
+def test_int32_overflow_is_refused(emu):
+    with pytest.raises(ValueError, match="32-bit"):
+        emu._check_int32("gemm", k=2**31)
+
+
+def test_kernel_errors_name_the_kernel(emu, rng):
+    A = dev(emu, rng.normal(size=(4, 3)), "float32")
+    with pytest.raises(CudaKernelError, match="gemm_S_nn_f32"):
+        emu._launch("gemm_S_nn_f32", (1, 1, 1), (256, 1, 1), (A, A, A, 4, 3, 3))  # Python ints
+    with pytest.raises(CudaKernelError, match="'no_such_kernel'"):
+        emu._launch("no_such_kernel", (1, 1, 1), (1, 1, 1), ())
+    with pytest.raises(CudaKernelError, match="activation_forward_f32.*block dimensions"):
+        emu._launch("activation_forward_f32", (1, 1, 1), (2048, 1, 1),
+                    (A, A, np.int64(A.size), np.int32(0)))
+
+
+def test_emulator_catches_out_of_bounds_writes_and_divergent_barriers(emu):
+    code = r'''
+    extern "C" __global__ void write_past_end(float* x, int n) {
+        x[threadIdx.x] = 1.0f;   // blockDim.x > n writes past the end
+    }
+    extern "C" __global__ void divergent_barrier(float* x) {
+        if (threadIdx.x == 0) return;
+        __syncthreads();
+        x[threadIdx.x] = 2.0f;
+    }
+    '''
+    module = fakecupy.RawModule(code=code)
+    x = fakecupy.zeros((4,), np.float32)
+    with pytest.raises(emulator.EmulationError, match="outside the buffer"):
+        module.get_function("write_past_end")((1,), (64,), (x, np.int32(4)))
+    with pytest.raises(emulator.EmulationError, match="divergent barrier"):
+        module.get_function("divergent_barrier")((1,), (8,), (x,))
+    with pytest.raises(emulator.EmulationError, match="argument 1 must be a numpy int32"):
+        module.get_function("write_past_end")((1,), (4,), (x, np.int64(4)))
+
+
+def test_fakecupy_is_strict_like_cupy(emu):
+    x = emu.zeros((3,), "float32")
+    with pytest.raises(TypeError, match="Implicit conversion"):
+        np.asarray(x)
+    with pytest.raises(TypeError):
+        x + np.ones(3, np.float32)
+
+
+# ---- the whole model on the emulated backend ------------------------------------------------------
+
+def regression(rng, n=48):
+    X = rng.uniform(-1, 1, size=(n, 2))
+    return X, np.sin(2 * X[:, :1]) + X[:, 1:] ** 2
+
+
+@pytest.mark.parametrize("activation,loss", [("tanh", "sse"), ("relu", "cross_entropy"),
+                                             ("sigmoid", "bce"), ("leaky_relu", "mse"),
+                                             ("identity", "mse")])
+def test_gradcheck_on_emulated_backend(emu, rng, activation, loss):
+    net = bp.MLP([3, 5, 4, 2], activation=activation, output_activation="identity",
+                 backend=emu, dtype="float64", seed=3)
+    X = rng.normal(size=(6, 3))
+    Y = {"cross_entropy": rng.integers(0, 2, size=6), "bce": rng.random((6, 2))}.get(
+        loss, rng.normal(size=(6, 2)))
+    assert bp.gradcheck(net, X, Y, loss=loss) < 1e-6
+    value, grads = net.loss_and_grad(X, Y, loss)
+    ref_net = net.to("numpy")
+    ref_value, ref_grads = ref_net.loss_and_grad(X, Y, loss)
+    assert value == pytest.approx(ref_value, rel=1e-10)
+    for g, r in zip(grads.weights + grads.biases + [grads.X],
+                    ref_grads.weights + ref_grads.biases + [ref_grads.X]):
+        assert_close(g, r, "float64")
+
+
+@pytest.mark.parametrize("optimizer", ["adam", bp.optim.SGD(lr=0.05, momentum=0.9, nesterov=True)])
+def test_fit_matches_numpy(emu, dtype, rng, optimizer):
+    X, Y = regression(rng)
+    curves = []
+    for backend in ("numpy", emu):
+        net = bp.MLP([2, 8, 8, 1], backend=backend, dtype=dtype, seed=0)
+        curves.append(net.fit(X, Y, loss="mse", optimizer=optimizer, lr=1e-2, epochs=25,
+                              batch_size=16, l2=1e-3, seed=1).loss)
+    np.testing.assert_allclose(curves[1], curves[0], rtol=2e-3 if dtype == "float32" else 1e-9)
+
+
+def test_fit_with_dropout_and_validation(emu, rng):
+    X, Y = regression(rng)
+    net = bp.MLP([2, 16, 16, 1], backend=emu, seed=0)
+    history = net.fit(X, Y, epochs=30, batch_size=16, lr=1e-2, dropout=0.2, validation_data=(X, Y),
+                      early_stopping=50, seed=0)
+    assert history.loss[-1] < history.loss[0] and len(history.val_loss) == 30
+
+
+def test_predict_device_in_device_out(emu, rng):
+    X, Y = regression(rng, n=10)
+    net = bp.MLP([2, 8, 1], backend=emu, dtype="float64", seed=0)
+    net.fit(X, Y, epochs=3, standardize=True)
+    F_host = net.predict(X)
+    assert isinstance(F_host, np.ndarray)
+    F_dev = net.predict(emu.asarray(X, np.float64))
+    assert isinstance(F_dev, fakecupy.ndarray)
+    np.testing.assert_allclose(F_dev.get(), F_host, rtol=1e-12)
+    np.testing.assert_allclose(F_host, net.to("numpy").predict(X), rtol=1e-12)
