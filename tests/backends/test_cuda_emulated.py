@@ -255,7 +255,7 @@ def test_kernel_errors_name_the_kernel(emu, rng):
 def test_emulator_catches_out_of_bounds_writes_and_divergent_barriers(emu):
     code = r'''
     extern "C" __global__ void write_past_end(float* x, int n) {
-        x[threadIdx.x] = 1.0f;   // blockDim.x > n writes past the end
+        x[threadIdx.x] = 1.0f;   // blockDim.x > n writes past the end (into the guard zone)
     }
     extern "C" __global__ void divergent_barrier(float* x) {
         if (threadIdx.x == 0) return;
@@ -266,7 +266,7 @@ def test_emulator_catches_out_of_bounds_writes_and_divergent_barriers(emu):
     module = fakecupy.RawModule(code=code)
     x = fakecupy.zeros((4,), np.float32)
     with pytest.raises(emulator.EmulationError, match="outside the buffer"):
-        module.get_function("write_past_end")((1,), (64,), (x, np.int32(4)))
+        module.get_function("write_past_end")((1,), (8,), (x, np.int32(4)))
     with pytest.raises(emulator.EmulationError, match="divergent barrier"):
         module.get_function("divergent_barrier")((1,), (8,), (x,))
     with pytest.raises(emulator.EmulationError, match="argument 1 must be a numpy int32"):
