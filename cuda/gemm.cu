@@ -98,10 +98,19 @@ __device__ __forceinline__ void bp_load_cols(const T* __restrict__ src, T (*dst)
     }
 }
 
-// The activation of the epilogue, kept out of line so the unrolled epilogue stays small and
-// the accumulators stay in registers.
+// The epilogue of one element of C, out of line: the TM x TN calls of the unrolled epilogue
+// stay small (the code once per tile, not the inner loop) and the accumulators stay in registers.
+//   C[idx] = act(alpha acc + beta C[idx] + bias[col]) * dact(D[idx])
 template <typename T>
-__device__ __noinline__ T bp_act_noinline(int act, T h) { return bp_act(act, h); }
+__device__ __noinline__ void bp_epilogue_store(T* C, long long idx, int col, T acc, T alpha, T beta,
+                                               const T* bias, int act, const T* D, int dact) {
+    T c = alpha * acc;
+    if (beta != T(0)) c += beta * C[idx];
+    if (bias != nullptr) c += bias[col];
+    if (act != BP_ACT_IDENTITY) c = bp_act(act, c);
+    if (D != nullptr) c *= bp_dact(dact, D[idx]);
+    C[idx] = c;
+}
 
 template <typename T>
 __device__ __forceinline__ bool bp_aligned(const T* p) {
@@ -169,14 +178,9 @@ __device__ __forceinline__ void bp_gemm(const T* __restrict__ A, const T* __rest
 #pragma unroll
         for (int j = 0; j < TN; ++j) {
             const int col = n0 + tcol * TN + j;
-            if (col >= N) continue;
-            const long long idx = (long long)row * N + col;
-            T c = alpha * acc[i][j];
-            if (beta != T(0)) c += beta * C[idx];
-            if (bias != nullptr) c += bias[col];
-            if (act != BP_ACT_IDENTITY) c = bp_act_noinline(act, c);
-            if (D != nullptr) c *= bp_dact(dact, D[idx]);
-            C[idx] = c;
+            if (col < N)
+                bp_epilogue_store(C, (long long)row * N + col, col, acc[i][j], alpha, beta, bias,
+                                  act, D, dact);
         }
     }
 }
