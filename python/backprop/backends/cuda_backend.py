@@ -119,6 +119,12 @@ class CudaBackend(Backend):
         self._sms = int(cp.cuda.Device().attributes.get("MultiProcessorCount", 1))
         self._partials = None   # MAX_PARTIALS doubles: block sums of the reducing kernels
         self._counter = None    # one unsigned int: blocks done, rearmed by the last block
+        self._capturing = False  # inside CudaBackend.capture: no allocations, device scalars
+        self._value_slots = []   # persistent 0-d results of loss/weight_penalty for graphs
+        self._slot = 0
+        self._recording = None
+        self._hyper = {}         # dtype -> device [lr, 1-β1^t, 1-β2^t] read by a captured Adam
+        self.graph_launches = 0
 
     # ---- compilation and launches -------------------------------------------------------
 
@@ -149,6 +155,22 @@ class CudaBackend(Backend):
             raise CudaKernelError(f"cuda kernel {name!r} (grid {grid}, block {block}) failed: "
                                   f"{type(exc).__name__}: {exc}") from exc
         self.launches += 1
+
+    def _value(self):
+        """A 0-d float64 device array for a reduction's result: a new one normally, a
+        persistent slot while a graph is captured (the graph writes it at every replay)."""
+        if not self._capturing:
+            return self.cp.empty((), np.float64)
+        if self._recording is not None:  # the warm-up call of capture
+            value = self.cp.zeros((), np.float64)
+            self._recording.append(value)
+            return value
+        if self._slot == len(self._value_slots):
+            raise RuntimeError("cuda capture: a reduction ran during capture that did not run "
+                               "during the warm-up call")
+        value = self._value_slots[self._slot]
+        self._slot += 1
+        return value
 
     def _workspace(self):
         if self._partials is None:
@@ -417,7 +439,7 @@ class CudaBackend(Backend):
         n, k = F.shape
         if F.size == 0:
             return self.cp.zeros((), np.float64), G
-        value = self.cp.empty((), np.float64)  # written by the kernel's last block
+        value = self._value()  # written by the kernel's last block
         partials, counter = self._workspace()
         T = dtype.type
         sfx = self._suffix(dtype)
@@ -443,7 +465,7 @@ class CudaBackend(Backend):
         self._check_shape("weight_penalty", "dW", dW, W.shape)
         if W.size == 0:
             return self.cp.zeros((), np.float64)
-        value = self.cp.empty((), np.float64)  # written by the kernel's last block
+        value = self._value()  # written by the kernel's last block
         partials, counter = self._workspace()
         T = dtype.type
         grid = (min(_blocks(W.size, THREADS), MAX_PARTIALS), 1, 1)
@@ -477,8 +499,126 @@ class CudaBackend(Backend):
             raise ValueError(f"cuda adam_update: step counts from 1; got {step}")
         if param.size == 0:
             return
+        if hyper is None and self._capturing:  # the step changes at every replay
+            hyper = self._hyper_buffer(dtype)
         T = dtype.type
         self._launch(f"adam_update_{self._suffix(dtype)}", self._grid_1d(param.size), (THREADS, 1, 1),
                      (param, grad, m, v, np.int64(param.size), T(lr), T(beta1), T(beta2), T(eps),
                       T(1.0 - beta1 ** step), T(1.0 - beta2 ** step),
                       _NULL if hyper is None else hyper))
+
+    # ---- CUDA graphs ------------------------------------------------------------------------
+
+    def _hyper_buffer(self, dtype):
+        dtype = np.dtype(dtype)
+        if dtype not in self._hyper:
+            self._hyper[dtype] = self.cp.zeros((3,), dtype)
+        return self._hyper[dtype]
+
+    def set_adam_hyper(self, dtype, lr, beta1, beta2, step):
+        """Writes [lr, 1-β1^step, 1-β2^step] where a captured Adam update reads them."""
+        values = np.array([lr, 1.0 - beta1 ** step, 1.0 - beta2 ** step], dtype=dtype)
+        self._hyper_buffer(dtype)[...] = self.cp.asarray(values)
+
+    def capture(self, fn):
+        """A CUDA graph of the kernels ``fn()`` launches.
+
+        ``fn`` runs once normally first (it compiles the kernels and allocates every buffer; a
+        function that allocates on its second call cannot be captured), then once more on a
+        capturing stream, where nothing runs: the kernels are recorded. While capturing, loss
+        and weight_penalty write their values into persistent 0-d arrays (written again at every
+        replay) and adam_update reads lr and its bias corrections from the device array that
+        ``set_adam_hyper`` fills. Returns a graph whose ``launch()`` replays the kernels.
+        """
+        # a blocking stream: work on the default stream (copies of the values, set_adam_hyper)
+        # stays ordered with the replays
+        stream = self.cp.cuda.Stream(non_blocking=False)
+        with stream:
+            self._capturing, self._recording = True, []
+            try:
+                fn()  # the warm-up: kernels compiled, buffers and value slots allocated
+                self._value_slots, self._recording, self._slot = self._recording, None, 0
+                stream.synchronize()
+                before = self.launches
+                stream.begin_capture()
+                try:
+                    fn()
+                finally:
+                    graph = stream.end_capture()
+                kernels = self.launches - before
+            finally:
+                self._capturing, self._recording = False, None
+        return _Graph(self, graph, stream, kernels, list(self._value_slots))
+
+
+class _Graph:
+    """A captured sequence of kernels; ``launch()`` replays it (one graph launch)."""
+
+    def __init__(self, backend, graph, stream, kernels, values):
+        self.backend, self.graph, self.stream = backend, graph, stream
+        self.kernels = kernels  # kernels in the graph: the launches one replay stands for
+        self.values = values    # the 0-d results (loss, penalties) the replay writes
+
+    def launch(self):
+        self.graph.launch(self.stream)
+        self.backend.graph_launches += 1
+        return self.values
+
+
+class GraphTrainStep:
+    """One training step of an MLP (forward, loss, backward, penalty, optimizer update) as a
+    CUDA graph: one launch from the host per step instead of one per kernel.
+
+        step = GraphTrainStep(trainer, X, Y)    # X, Y: arrays of the cuda backend, fixed batch
+        value = step()                           # the loss before the update, a 0-d device array
+
+    ``trainer`` is a ``backprop.train.Trainer`` (SGD or Adam, any l1/l2, no dropout: its masks
+    are drawn on the host at every step). The step counter and the learning rate are read when
+    the graph is launched (Adam through the device array of ``set_adam_hyper``; a changed SGD
+    learning rate captures the graph again). The numbers are those of ``trainer.step``.
+    """
+
+    def __init__(self, trainer, X, Y):
+        self.trainer, self.net, self.X, self.Y = trainer, trainer.net, X, Y
+        self.backend = self.net.backend
+        if not isinstance(self.backend, CudaBackend):
+            raise TypeError("GraphTrainStep needs a network on the cuda backend")
+        if any(trainer.dropout):
+            raise ValueError("GraphTrainStep: dropout masks are drawn on the host at every step; "
+                             "train with dropout through Trainer.step")
+        self._graph = None
+        self._lr = None
+
+    def _kernels(self):
+        net, tr, backend = self.net, self.trainer, self.backend
+        value, _ = net._loss_and_grad(self.X, self.Y, tr.loss)
+        if tr.l1 or tr.l2:
+            for W, dW in zip(net._W, net._dW):
+                backend.weight_penalty(W, dW, tr.l1, tr.l2)
+        state = tr.state
+        for param, grad, slots in zip(net.params, net.grads, state.slots):
+            tr.optimizer.update(backend, param, grad, slots, max(state.step, 1))
+
+    def __call__(self):
+        opt, state = self.trainer.optimizer, self.trainer.state
+        adam = hasattr(opt, "beta1")
+        if self._graph is None or (not adam and opt.lr != self._lr):
+            live = self.net.params + [s for d in state.slots for s in d.values()]
+            snapshot = [p.copy() for p in live]
+            if adam:
+                self.backend.set_adam_hyper(self.net.dtype, opt.lr, opt.beta1, opt.beta2, state.step + 1)
+            self._graph = self.backend.capture(self._kernels)
+            # the warm-up call of capture updated the parameters: put them back
+            for dst, src in zip(live, snapshot):
+                dst[...] = src
+            self._lr = opt.lr
+        state.step += 1
+        if adam:
+            self.backend.set_adam_hyper(self.net.dtype, opt.lr, opt.beta1, opt.beta2, state.step)
+        values = self._graph.launch()
+        return values[0] if len(values) == 1 else sum(values[1:], values[0])
+
+    @property
+    def kernels(self):
+        """Kernels replayed per step (0 before the first call)."""
+        return 0 if self._graph is None else self._graph.kernels
