@@ -14,12 +14,12 @@ __device__ __forceinline__ void bp_colsum(const T* __restrict__ G, T* __restrict
     __shared__ T red[8][33];
     const int tx = threadIdx.x, ty = threadIdx.y;
     const int c = blockIdx.x * 32 + tx;
-    const int chunk = (n + gridDim.y - 1) / gridDim.y;
-    const int r0 = blockIdx.y * chunk;
-    const int r1 = bp_min(n, r0 + chunk);
+    const long long chunk = ((long long)n + gridDim.y - 1) / gridDim.y;
+    const long long r0 = blockIdx.y * chunk;
+    const long long r1 = bp_min((long long)n, r0 + chunk);
     T s = T(0);
     if (c < p)
-        for (int r = r0 + ty; r < r1; r += 8) s += G[(long long)r * p + c];
+        for (long long r = r0 + ty; r < r1; r += 8) s += G[r * p + c];
     red[ty][tx] = s;
     __syncthreads();
     for (int h = 4; h > 0; h >>= 1) {

@@ -435,7 +435,7 @@ class CudaBackend(Backend):
             raise ValueError(f"cuda loss: F must be 2-D (n x k); got shape {tuple(F.shape)}")
         self._check_shape("loss", "Y", Y, F.shape)
         G = self._out("loss", G, F.shape, dtype, "G")
-        self._check_disjoint("loss", G, Y)
+        self._check_disjoint("loss", G, F, Y)
         n, k = F.shape
         if F.size == 0:
             return self.cp.zeros((), np.float64), G
@@ -444,7 +444,6 @@ class CudaBackend(Backend):
         T = dtype.type
         sfx = self._suffix(dtype)
         if name == "cross_entropy":
-            self._check_disjoint("loss", G, F)
             self._check_int32("loss", n=n, k=k)
             grid = (min(_blocks(n, 8), MAX_PARTIALS), 1, 1)
             self._launch(f"softmax_cross_entropy_{sfx}", grid, (32, 8, 1),
