@@ -126,8 +126,8 @@ __device__ __forceinline__ void bp_gemm(const T* __restrict__ A, const T* __rest
                                         T* __restrict__ colsum) {
     const int NT = (BM / TM) * (BN / TN);
     const int W = bp_vec<T>::width;
-    __shared__ T As[BK][BM];
-    __shared__ T Bs[BK][BN];
+    __shared__ __align__(16) T As[BK][BM];
+    __shared__ __align__(16) T Bs[BK][BN];
 
     const int tid = threadIdx.x;
     const int trow = tid / (BN / TN), tcol = tid % (BN / TN);

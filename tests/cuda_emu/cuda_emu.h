@@ -168,6 +168,7 @@ extern "C" const char* cuda_emu_error() { return cuda_emu::error_.c_str(); }
 #define __noinline__ __attribute__((noinline))
 #define __shared__ static
 #define __launch_bounds__(...)
+#define __align__(n) __attribute__((aligned(n)))
 #define threadIdx (::cuda_emu::threadIdx_)
 #define blockIdx (::cuda_emu::blockIdx_)
 #define blockDim (::cuda_emu::blockDim_)

@@ -178,5 +178,10 @@ def load(code=None):
     """The emulated kernels of cuda/*.cu (or of the program ``code``), built once and cached."""
     with _lock:
         if code not in _libs:
-            _libs[code] = Library(build() if code is None else build_code(code))
+            try:
+                _libs[code] = Library(build() if code is None else build_code(code))
+            except EmulationError as exc:
+                _libs[code] = exc  # a failed build fails every later load at once
+        if isinstance(_libs[code], Exception):
+            raise _libs[code]
         return _libs[code]
