@@ -18,7 +18,9 @@
 // block copies a BM x BK tile of op(A) and a BK x BN tile of op(B) into shared memory (stored
 // k-major: As[k][m], Bs[k][n]), with 16-byte vector loads (float4/double2) when the source's
 // row length is a multiple of the vector width and the pointer is aligned, scalar loads
-// otherwise; elements outside the matrices load as 0, so any M, N, K works. Each of the
+// otherwise; elements outside the matrices load as 0, so any M, N, K works. The global loads
+// of the next step are issued into registers before the arithmetic of the current one
+// (register prefetch) and stored to shared memory after it. Each of the
 // NT = (BM/TM)(BN/TN) threads then accumulates a TM x TN block of C in registers (register
 // blocking): per k it reads TM values of As and TN values of Bs into registers and does
 // TM*TN fused multiply-adds, a register-cached outer product.
@@ -34,69 +36,94 @@
 //   S  BM=BN=32  BK=16 TM=TN=2   small, launch-bound products (many blocks for few outputs)
 #include "common.cuh"
 
-// Copies a tile of op(X) values that are contiguous in memory along X into dst[BK][X]:
-//   dst[k][x] = src[(k0 + k) * X_total + x0 + x]      (src is K x X_total)
-// with 0 outside the matrix (k0 + k >= K or x0 + x >= X_total).
-// Used for op(A) when TA (A is K x M) and for op(B) when not TB (B is K x N).
-template <typename T, int X, int BK, int NT>
-__device__ __forceinline__ void bp_load_rows(const T* __restrict__ src, T (*dst)[X], int k0, int K,
-                                             int x0, int X_total, int tid, bool vec_ok) {
-    typedef typename bp_vec<T>::type V;
-    const int W = bp_vec<T>::width;
-    if (vec_ok) {  // X_total % W == 0 and src aligned: a vector is wholly inside or outside
-        for (int e = tid; e < BK * (X / W); e += NT) {
-            const int k = e / (X / W), x = (e % (X / W)) * W;
-            const int gk = k0 + k, gx = x0 + x;
-            if (gk < K && gx < X_total) {
-                const V v = *reinterpret_cast<const V*>(src + (long long)gk * X_total + gx);
-                const T* pv = reinterpret_cast<const T*>(&v);
-#pragma unroll
-                for (int q = 0; q < W; ++q) dst[k][x + q] = pv[q];
-            } else {
-#pragma unroll
-                for (int q = 0; q < W; ++q) dst[k][x + q] = T(0);
-            }
-        }
-    } else {
-        for (int e = tid; e < BK * X; e += NT) {
-            const int k = e / X, x = e % X;
-            const int gk = k0 + k, gx = x0 + x;
-            dst[k][x] = (gk < K && gx < X_total) ? src[(long long)gk * X_total + gx] : T(0);
-        }
-    }
-}
+// Moves one BK x X tile of an operand from global memory into shared memory dst[BK][X] in two
+// steps, so that the global loads of the next tile are in flight while the block computes on
+// the current one (register prefetch): load() reads the thread's share of the tile into
+// registers, store() writes them to shared memory.
+//
+// ALONG_X: the tile is contiguous in memory along X (src is K x X_total, row length X_total):
+//   dst[k][x] = src[(k0 + k) * X_total + x0 + x]        op(A) when TA, op(B) when not TB
+// otherwise contiguous along K (src is X_total x K), and transposed on the way:
+//   dst[k][x] = src[(x0 + x) * K + k0 + k]              op(A) when not TA, op(B) when TB
+// Elements outside the matrix (k0 + k >= K or x0 + x >= X_total) are 0. With vec (the row
+// length a multiple of the vector width W and src aligned) each load is one 16-byte vector,
+// which then lies wholly inside or wholly outside the matrix.
+template <typename T, int X, int BK, int NT, bool ALONG_X>
+struct bp_tile_loader {
+    enum { W = bp_vec<T>::width };
+    enum { NV = (BK * X / W + NT - 1) / NT };  // vectors per thread
+    enum { NS = (BK * X + NT - 1) / NT };      // scalars per thread
+    enum { NR = NV * W > NS ? NV * W : NS };
+    T reg[NR];
 
-// Copies a tile of op(X) values that are contiguous in memory along K, transposing it into
-// dst[BK][X]:
-//   dst[k][x] = src[(x0 + x) * K + k0 + k]            (src is X_total x K)
-// with 0 outside the matrix. Used for op(A) when not TA (A is M x K) and op(B) when TB (B is N x K).
-template <typename T, int X, int BK, int NT>
-__device__ __forceinline__ void bp_load_cols(const T* __restrict__ src, T (*dst)[X], int k0, int K,
-                                             int x0, int X_total, int tid, bool vec_ok) {
-    typedef typename bp_vec<T>::type V;
-    const int W = bp_vec<T>::width;
-    if (vec_ok) {  // K % W == 0 and src aligned
-        for (int e = tid; e < X * (BK / W); e += NT) {
-            const int x = e / (BK / W), k = (e % (BK / W)) * W;
-            const int gk = k0 + k, gx = x0 + x;
-            if (gk < K && gx < X_total) {
-                const V v = *reinterpret_cast<const V*>(src + (long long)gx * K + gk);
-                const T* pv = reinterpret_cast<const T*>(&v);
+    // element e of the tile in vector units (vec) or scalars: its k and x
+    __device__ __forceinline__ static void where(int e, int per, int& k, int& x) {
+        if (ALONG_X) { k = e / (X / per); x = (e % (X / per)) * per; }
+        else         { x = e / (BK / per); k = (e % (BK / per)) * per; }
+    }
+
+    __device__ __forceinline__ void load(const T* __restrict__ src, int k0, int K, int x0,
+                                         int X_total, int tid, bool vec) {
+        typedef typename bp_vec<T>::type V;
+        if (vec) {
 #pragma unroll
-                for (int q = 0; q < W; ++q) dst[k + q][x] = pv[q];
-            } else {
+            for (int v = 0; v < NV; ++v) {
+                const int e = tid + v * NT;
+                int k, x;
+                where(e, W, k, x);
+                const int gk = k0 + k, gx = x0 + x;
+                if (e < BK * X / W && gk < K && gx < X_total) {
+                    const long long at = ALONG_X ? (long long)gk * X_total + gx
+                                                 : (long long)gx * K + gk;
+                    const V val = *reinterpret_cast<const V*>(src + at);
+                    const T* pv = reinterpret_cast<const T*>(&val);
 #pragma unroll
-                for (int q = 0; q < W; ++q) dst[k + q][x] = T(0);
+                    for (int q = 0; q < W; ++q) reg[v * W + q] = pv[q];
+                } else {
+#pragma unroll
+                    for (int q = 0; q < W; ++q) reg[v * W + q] = T(0);
+                }
+            }
+        } else {
+#pragma unroll
+            for (int i = 0; i < NS; ++i) {
+                const int e = tid + i * NT;
+                int k, x;
+                where(e, 1, k, x);
+                const int gk = k0 + k, gx = x0 + x;
+                reg[i] = (e < BK * X && gk < K && gx < X_total)
+                             ? src[ALONG_X ? (long long)gk * X_total + gx : (long long)gx * K + gk]
+                             : T(0);
             }
         }
-    } else {
-        for (int e = tid; e < X * BK; e += NT) {
-            const int x = e / BK, k = e % BK;
-            const int gk = k0 + k, gx = x0 + x;
-            dst[k][x] = (gk < K && gx < X_total) ? src[(long long)gx * K + gk] : T(0);
+    }
+
+    __device__ __forceinline__ void store(T (*dst)[X], int tid, bool vec) const {
+        if (vec) {
+#pragma unroll
+            for (int v = 0; v < NV; ++v) {
+                const int e = tid + v * NT;
+                if (e >= BK * X / W) break;
+                int k, x;
+                where(e, W, k, x);
+#pragma unroll
+                for (int q = 0; q < W; ++q) {
+                    if (ALONG_X) dst[k][x + q] = reg[v * W + q];
+                    else         dst[k + q][x] = reg[v * W + q];
+                }
+            }
+        } else {
+#pragma unroll
+            for (int i = 0; i < NS; ++i) {
+                const int e = tid + i * NT;
+                if (e >= BK * X) break;
+                int k, x;
+                where(e, 1, k, x);
+                dst[k][x] = reg[i];
+            }
         }
     }
-}
+};
 
 // The epilogue of one element of C, out of line: the TM x TN calls of the unrolled epilogue
 // stay small (the code once per tile, not the inner loop) and the accumulators stay in registers.
@@ -145,12 +172,18 @@ __device__ __forceinline__ void bp_gemm(const T* __restrict__ A, const T* __rest
     T csum = T(0);
     T ra[TM], rb[TN];
 
+    bp_tile_loader<T, BM, BK, NT, TA> load_a;   // op(A) is contiguous along M when TA
+    bp_tile_loader<T, BN, BK, NT, !TB> load_b;  // op(B) is contiguous along N when not TB
+    load_a.load(A, 0, K, m0, M, tid, vec_a);
+    load_b.load(B, 0, K, n0, N, tid, vec_b);
     for (int k0 = 0; k0 < K; k0 += BK) {
-        if (TA) bp_load_rows<T, BM, BK, NT>(A, As, k0, K, m0, M, tid, vec_a);
-        else    bp_load_cols<T, BM, BK, NT>(A, As, k0, K, m0, M, tid, vec_a);
-        if (TB) bp_load_cols<T, BN, BK, NT>(B, Bs, k0, K, n0, N, tid, vec_b);
-        else    bp_load_rows<T, BN, BK, NT>(B, Bs, k0, K, n0, N, tid, vec_b);
+        load_a.store(As, tid, vec_a);
+        load_b.store(Bs, tid, vec_b);
         __syncthreads();
+        if (k0 + BK < K) {  // the next tiles' global loads overlap this tile's arithmetic
+            load_a.load(A, k0 + BK, K, m0, M, tid, vec_a);
+            load_b.load(B, k0 + BK, K, n0, N, tid, vec_b);
+        }
         if (do_colsum) {
 #pragma unroll
             for (int k = 0; k < BK; ++k) csum += Bs[k][tid];
