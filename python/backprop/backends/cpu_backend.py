@@ -1,6 +1,27 @@
-"""The cpu backend: a thin adapter over the C++ module ``backprop._cpu`` (Eigen, pybind11)."""
+"""The cpu backend: a thin adapter over the C++ module ``backprop._cpu`` (Eigen, pybind11).
+
+Each kernel here allocates the output when the caller gave none and calls the native kernel of
+the same name. The native side checks every array (numpy type, dtype, C-contiguity, shape,
+writability, outputs overlapping inputs) and raises ``TypeError``/``ValueError`` before any C++
+kernel runs, so no input is ever mis-read; it then works in place on the caller's buffers (no
+copies) with the GIL released. Non-finite values are not an error at this level (IEEE arithmetic:
+NaN in, NaN out); the model frontend rejects non-finite training data.
+
+Large matrix products go to OpenBLAS from the ``scipy-openblas32`` wheel (loaded at import), small
+ones and all elementwise work stay in Eigen. ``BACKPROP_CPU_BLAS=eigen`` keeps every product in
+Eigen; ``BACKPROP_CPU_BLAS=/path/libopenblas.so`` picks another OpenBLAS (symbols ``cblas_sgemm``;
+set ``BACKPROP_CPU_BLAS_PREFIX`` for prefixed builds).
+
+Beyond the protocol, ``make_trainer`` builds the fused whole-step path: a native object that runs
+forward, loss, backward, penalty and update for a batch (or an epoch of batches) in one call, on
+the model's own parameter, gradient and optimizer-state buffers.
+"""
 
 from __future__ import annotations
+
+import os
+
+import numpy as np
 
 from .base import Backend, BackendUnavailable
 
@@ -12,6 +33,189 @@ except ImportError as exc:  # the extension was not built
         f"({exc}); reinstall with `pip install .` on a machine with a C++17 compiler"
     ) from exc
 
+_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _find_openblas():
+    """(path, symbol prefix) of the OpenBLAS to use for large products, or None for Eigen only."""
+    choice = os.environ.get("BACKPROP_CPU_BLAS", "").strip()
+    if choice.lower() == "eigen":
+        return None
+    if choice:
+        return choice, os.environ.get("BACKPROP_CPU_BLAS_PREFIX", "")
+    try:
+        import scipy_openblas32
+    except ImportError:
+        return None
+    lib_dir = scipy_openblas32.get_lib_dir()
+    name = scipy_openblas32.get_library()
+    for candidate in (f"lib{name}.so", f"lib{name}.dylib", f"{name}.dll"):
+        path = os.path.join(lib_dir, candidate)
+        if os.path.exists(path):
+            return path, "scipy_"
+    return None
+
+
+def _load_openblas():
+    found = _find_openblas()
+    if found is None:
+        return ""
+    try:
+        _cpu.load_blas(*found)
+    except ValueError as exc:  # a broken or foreign library: say so, keep Eigen
+        import warnings
+
+        warnings.warn(f"backprop cpu backend: {exc}; every product runs in Eigen", RuntimeWarning,
+                      stacklevel=3)
+        return ""
+    return found[0]
+
+
+BLAS_PATH = _load_openblas()
+
+
+def set_num_threads(n):
+    """Threads for the cpu backend's products (OpenBLAS) and OpenMP loops."""
+    _cpu.set_num_threads(int(n))
+
+
+def get_num_threads():
+    return _cpu.get_num_threads()
+
+
+def _dtype_of(x, name):
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray on backend 'cpu', got {type(x).__name__}")
+    if x.dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"{name} must be float32 or float64, got {x.dtype}")
+    return x.dtype
+
 
 class CpuBackend(Backend):
     name = "cpu"
+
+    # ---- memory -----------------------------------------------------------------------
+
+    def asarray(self, x, dtype):
+        """The documented conversion: a C-contiguous array of ``dtype`` (no copy when it is one)."""
+        return np.ascontiguousarray(x, dtype=dtype)
+
+    def to_numpy(self, x):
+        return np.asarray(x)
+
+    def zeros(self, shape, dtype):
+        return np.zeros(shape, dtype=dtype)
+
+    def empty(self, shape, dtype):
+        return np.empty(shape, dtype=dtype)
+
+    def synchronize(self):
+        pass
+
+    # ---- the matrix product -----------------------------------------------------------
+
+    def gemm(self, A, B, out=None, trans_a=False, trans_b=False, alpha=1.0, beta=0.0):
+        if out is None:
+            if beta != 0.0:
+                raise ValueError("gemm with beta != 0 needs out (it holds C)")
+            dtype = _dtype_of(A, "A")
+            _dtype_of(B, "B")
+            if A.ndim != 2 or B.ndim != 2:
+                raise ValueError(f"gemm needs 2-D A and B, got shapes {A.shape} and {B.shape}")
+            m = A.shape[1] if trans_a else A.shape[0]
+            n = B.shape[0] if trans_b else B.shape[1]
+            out = np.empty((m, n), dtype=dtype)
+        return _cpu.gemm(A, B, out, trans_a, trans_b, alpha, beta)
+
+    # ---- one dense layer --------------------------------------------------------------
+
+    def dense_forward(self, A, W, b, activation, out=None):
+        if out is None:
+            dtype = _dtype_of(A, "A")
+            if A.ndim != 2 or getattr(W, "ndim", 0) != 2:
+                raise ValueError("dense_forward needs 2-D A (n x p_in) and W (p_in x p_out), got "
+                                 f"{A.shape} and {getattr(W, 'shape', None)}")
+            out = np.empty((A.shape[0], W.shape[1]), dtype=dtype)
+        return _cpu.dense_forward(A, W, b, activation, out)
+
+    def dense_backward(self, G, A_prev, W, activation_prev, dW=None, db=None, G_prev=None,
+                       need_G_prev=True):
+        if dW is None or db is None or (need_G_prev and G_prev is None):
+            dtype = _dtype_of(G, "G")
+            if getattr(W, "ndim", 0) != 2 or G.ndim != 2:
+                raise ValueError("dense_backward needs 2-D G (n x p_out) and W (p_in x p_out), got "
+                                 f"{G.shape} and {getattr(W, 'shape', None)}")
+            if dW is None:
+                dW = np.empty(W.shape, dtype=dtype)
+            if db is None:
+                db = np.empty(W.shape[1], dtype=dtype)
+            if need_G_prev and G_prev is None:
+                G_prev = np.empty((G.shape[0], W.shape[0]), dtype=dtype)
+        _cpu.dense_backward(G, A_prev, W, activation_prev, dW, db,
+                            G_prev if need_G_prev else None)
+        return dW, db, (G_prev if need_G_prev else None)
+
+    # ---- elementwise and reductions ---------------------------------------------------
+
+    def activation_forward(self, H, activation, out=None):
+        if out is None:
+            out = np.empty(H.shape, dtype=_dtype_of(H, "H"))
+        return _cpu.activation_forward(H, activation, out)
+
+    def activation_backward(self, dA, A, activation, out=None):
+        if out is None:
+            out = np.empty(dA.shape, dtype=_dtype_of(dA, "dA"))
+        return _cpu.activation_backward(dA, A, activation, out)
+
+    def colsum(self, G, out=None):
+        if out is None:
+            dtype = _dtype_of(G, "G")
+            if G.ndim != 2:
+                raise ValueError(f"colsum needs a 2-D G (n x p), got shape {G.shape}")
+            out = np.empty(G.shape[1], dtype=dtype)
+        return _cpu.colsum(G, out)
+
+    def dropout(self, A, M, out=None):
+        if out is None:
+            out = np.empty(A.shape, dtype=_dtype_of(A, "A"))
+        return _cpu.dropout(A, M, out)
+
+    # ---- losses -----------------------------------------------------------------------
+
+    def loss(self, name, F, Y, G=None):
+        if G is None:
+            G = np.empty(F.shape, dtype=_dtype_of(F, "F"))
+        return _cpu.loss(name, F, Y, G), G
+
+    def weight_penalty(self, W, dW, l1, l2):
+        return _cpu.weight_penalty(W, dW, float(l1), float(l2))
+
+    # ---- optimizer updates, in place --------------------------------------------------
+
+    def sgd_update(self, param, grad, velocity, lr, momentum=0.0, nesterov=False):
+        _cpu.sgd_update(param, grad, velocity, float(lr), float(momentum), bool(nesterov))
+
+    def adam_update(self, param, grad, m, v, lr, beta1, beta2, eps, step):
+        _cpu.adam_update(param, grad, m, v, float(lr), float(beta1), float(beta2), float(eps),
+                         int(step))
+
+    # ---- the fused whole-step path ----------------------------------------------------
+
+    def make_trainer(self, W, b, dW, db, activations, loss, optimizer="sgd", state1=(), state2=(),
+                     lr=0.01, momentum=0.0, beta1=0.9, beta2=0.999, eps=1e-8, t=0, l1=0.0, l2=0.0):
+        """A native trainer over the given buffers (lists, one entry per dense layer).
+
+        ``activations[l]`` is the activation of layer l's output (the last is the output
+        activation). ``optimizer`` is "sgd" (no state), "momentum"/"nesterov" (``state1`` =
+        velocities) or "adam" (``state1`` = m, ``state2`` = v); states are listed W0, b0, W1, b1, ...
+        The trainer's ``step(X, Y)`` runs forward, loss, backward, penalty and update and returns
+        the loss (data loss + penalty); ``epoch(X, Y, batch_size, order)`` runs a whole epoch.
+        Adam's step count lives in ``trainer.t``.
+        """
+        if not W:
+            raise ValueError("make_trainer needs at least one layer")
+        dtype = _dtype_of(W[0], "W[0]")
+        cls = _cpu.Trainer32 if dtype == np.float32 else _cpu.Trainer64
+        return cls(list(W), list(b), list(dW), list(db), list(activations), loss, optimizer,
+                   list(state1), list(state2), float(lr), float(momentum), float(beta1),
+                   float(beta2), float(eps), int(t), float(l1), float(l2))

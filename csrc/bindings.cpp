@@ -1,0 +1,660 @@
+// bindings.cpp: the pybind11 module backprop._cpu, the one file that knows about Python.
+//
+// Every function checks its numpy arguments (type, dtype, C-contiguity, shape, writability,
+// overlap of outputs with inputs) and raises TypeError/ValueError before any kernel runs, then
+// maps the caller's buffers with no copy and releases the GIL around the kernel. Outputs are
+// always given (the Python adapter allocates them when the caller did not).
+#include <pybind11/pybind11.h>
+#include <pybind11/numpy.h>
+#include <pybind11/stl.h>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "common.hpp"
+#include "dense.hpp"
+#include "elementwise.hpp"
+#include "gemm.hpp"
+#include "loss.hpp"
+#include "mlp_step.hpp"
+#include "optim.hpp"
+
+namespace py = pybind11;
+using namespace backprop;
+
+namespace {
+
+// ---- argument checks --------------------------------------------------------------------------
+
+enum class DType { f32, f64 };
+
+std::string shape_str(const py::array& a) {
+    std::string s = "(";
+    for (py::ssize_t d = 0; d < a.ndim(); ++d) {
+        if (d) s += ", ";
+        s += std::to_string(a.shape(d));
+    }
+    if (a.ndim() == 1) s += ",";
+    return s + ")";
+}
+
+py::array as_array(const py::handle& obj, const char* name) {
+    if (!py::isinstance<py::array>(obj))
+        throw py::type_error(std::string(name) + " must be a numpy.ndarray, got " +
+                             std::string(py::str(py::type::of(obj).attr("__name__"))));
+    return py::reinterpret_borrow<py::array>(obj);
+}
+
+DType dtype_of(const py::array& a, const char* name) {
+    if (a.dtype().is(py::dtype::of<float>())) return DType::f32;
+    if (a.dtype().is(py::dtype::of<double>())) return DType::f64;
+    throw py::type_error(std::string(name) + " must be float32 or float64, got " +
+                         std::string(py::str(a.dtype())));
+}
+
+// Checks one array against the expected dtype, rank and shape (-1: any extent) and returns its data.
+template <class T>
+T* checked(const py::array& a, const char* name, std::initializer_list<py::ssize_t> shape, bool writable) {
+    const DType want = std::is_same<T, float>::value ? DType::f32 : DType::f64;
+    if (dtype_of(a, name) != want)
+        throw py::type_error(std::string(name) + " has dtype " + std::string(py::str(a.dtype())) +
+                             " but the other arrays are " + (want == DType::f32 ? "float32" : "float64"));
+    if (a.ndim() != py::ssize_t(shape.size()))
+        throw py::value_error(std::string(name) + " must be " + std::to_string(shape.size()) +
+                              "-D, got shape " + shape_str(a));
+    py::ssize_t d = 0;
+    for (py::ssize_t want_d : shape) {
+        if (want_d >= 0 && a.shape(d) != want_d)
+            throw py::value_error(std::string(name) + " has shape " + shape_str(a) + "; axis " +
+                                  std::to_string(d) + " must be " + std::to_string(want_d));
+        ++d;
+    }
+    if (a.size() == 0) throw py::value_error(std::string(name) + " is empty (shape " + shape_str(a) + ")");
+    if (!(a.flags() & py::array::c_style))
+        throw py::value_error(std::string(name) + " must be C-contiguous (use numpy.ascontiguousarray)");
+    if (writable && !a.writeable()) throw py::value_error(std::string(name) + " is read-only");
+    return static_cast<T*>(const_cast<void*>(a.data()));
+}
+
+struct Span {
+    const char* name;
+    const char* lo;
+    const char* hi;
+};
+template <class T>
+Span span(const char* name, const T* p, py::ssize_t count) {
+    return {name, reinterpret_cast<const char*>(p), reinterpret_cast<const char*>(p + count)};
+}
+// Raises if an output overlaps any input or another output. `exact_ok`: the output may be
+// exactly the same buffer as that input (elementwise kernels work in place).
+void no_overlap(const Span& out, std::initializer_list<Span> others, bool exact_ok = false) {
+    for (const Span& o : others) {
+        if (o.lo == nullptr) continue;
+        if (exact_ok && o.lo == out.lo && o.hi == out.hi) continue;
+        if (out.lo < o.hi && o.lo < out.hi)
+            throw py::value_error(std::string(out.name) + " overlaps " + o.name +
+                                  "; give a separate output buffer");
+    }
+}
+
+Act act_arg(const py::object& name, bool allow_none) {
+    if (name.is_none()) {
+        if (allow_none) return Act::none;
+        throw py::value_error("activation must be a name, got None");
+    }
+    if (!py::isinstance<py::str>(name))
+        throw py::type_error("activation must be a str, got " + std::string(py::str(py::type::of(name).attr("__name__"))));
+    try {
+        return act_from_name(name.cast<std::string>());
+    } catch (const std::invalid_argument& e) {
+        throw py::value_error(e.what());
+    }
+}
+
+// ---- kernels ----------------------------------------------------------------------------------
+
+template <class T>
+py::array gemm_t(const py::array& A, const py::array& B, const py::array& out, bool ta, bool tb, double alpha,
+                 double beta) {
+    if (A.ndim() != 2) throw py::value_error("A must be 2-D, got shape " + shape_str(A));
+    if (B.ndim() != 2) throw py::value_error("B must be 2-D, got shape " + shape_str(B));
+    const py::ssize_t m = ta ? A.shape(1) : A.shape(0), k = ta ? A.shape(0) : A.shape(1);
+    const py::ssize_t kb = tb ? B.shape(1) : B.shape(0), n = tb ? B.shape(0) : B.shape(1);
+    if (k != kb)
+        throw py::value_error("gemm: op(A) is " + std::to_string(m) + "x" + std::to_string(k) + " but op(B) is " +
+                              std::to_string(kb) + "x" + std::to_string(n));
+    const T* a = checked<T>(A, "A", {-1, -1}, false);
+    const T* b = checked<T>(B, "B", {-1, -1}, false);
+    T* c = checked<T>(out, "out", {m, n}, true);
+    no_overlap(span("out", c, m * n), {span("A", a, m * k), span("B", b, k * n)});
+    py::gil_scoped_release release;
+    gemm<T>(ta, tb, m, n, k, T(alpha), a, b, T(beta), c);
+    return out;
+}
+
+py::array gemm_py(const py::array& A, const py::array& B, const py::array& out, bool ta, bool tb, double alpha,
+                  double beta) {
+    return dtype_of(A, "A") == DType::f32 ? gemm_t<float>(A, B, out, ta, tb, alpha, beta)
+                                          : gemm_t<double>(A, B, out, ta, tb, alpha, beta);
+}
+
+template <class T>
+py::array dense_forward_t(const py::array& A, const py::array& W, const py::array& b, Act act, const py::array& out) {
+    if (A.ndim() != 2) throw py::value_error("A must be 2-D (n x p_in), got shape " + shape_str(A));
+    if (W.ndim() != 2) throw py::value_error("W must be 2-D (p_in x p_out), got shape " + shape_str(W));
+    const py::ssize_t n = A.shape(0), p_in = A.shape(1), p_out = W.shape(1);
+    const T* a = checked<T>(A, "A", {n, p_in}, false);
+    const T* w = checked<T>(W, "W", {p_in, p_out}, false);
+    const T* bb = checked<T>(b, "b", {p_out}, false);
+    T* o = checked<T>(out, "out", {n, p_out}, true);
+    no_overlap(span("out", o, n * p_out), {span("A", a, n * p_in), span("W", w, p_in * p_out), span("b", bb, p_out)});
+    py::gil_scoped_release release;
+    dense_forward<T>(a, w, bb, act, o, n, p_in, p_out);
+    return out;
+}
+
+py::array dense_forward_py(const py::array& A, const py::array& W, const py::array& b, const py::object& activation,
+                           const py::array& out) {
+    const Act act = act_arg(activation, false);
+    return dtype_of(A, "A") == DType::f32 ? dense_forward_t<float>(A, W, b, act, out)
+                                          : dense_forward_t<double>(A, W, b, act, out);
+}
+
+template <class T>
+void dense_backward_t(const py::array& G, const py::array& A_prev, const py::array& W, Act act, const py::array& dW,
+                      const py::array& db, const py::object& G_prev) {
+    if (G.ndim() != 2) throw py::value_error("G must be 2-D (n x p_out), got shape " + shape_str(G));
+    if (W.ndim() != 2) throw py::value_error("W must be 2-D (p_in x p_out), got shape " + shape_str(W));
+    const py::ssize_t n = G.shape(0), p_out = G.shape(1), p_in = W.shape(0);
+    const T* g = checked<T>(G, "G", {n, p_out}, false);
+    const T* a = checked<T>(A_prev, "A_prev", {n, p_in}, false);
+    const T* w = checked<T>(W, "W", {p_in, p_out}, false);
+    T* dw = checked<T>(dW, "dW", {p_in, p_out}, true);
+    T* dbb = checked<T>(db, "db", {p_out}, true);
+    T* gp = nullptr;
+    if (!G_prev.is_none()) gp = checked<T>(as_array(G_prev, "G_prev"), "G_prev", {n, p_in}, true);
+    const Span ins[] = {span("G", g, n * p_out), span("A_prev", a, n * p_in), span("W", w, p_in * p_out)};
+    const Span sdw = span("dW", dw, p_in * p_out), sdb = span("db", dbb, p_out);
+    const Span sgp = gp ? span("G_prev", gp, n * p_in) : Span{"G_prev", nullptr, nullptr};
+    no_overlap(sdw, {ins[0], ins[1], ins[2], sdb, sgp});
+    no_overlap(sdb, {ins[0], ins[1], ins[2], sgp});
+    if (gp) no_overlap(sgp, {ins[0], ins[1], ins[2]});
+    py::gil_scoped_release release;
+    dense_backward<T>(g, a, w, act, dw, dbb, gp, n, p_in, p_out);
+}
+
+void dense_backward_py(const py::array& G, const py::array& A_prev, const py::array& W, const py::object& activation_prev,
+                       const py::array& dW, const py::array& db, const py::object& G_prev) {
+    const Act act = act_arg(activation_prev, true);
+    if (dtype_of(G, "G") == DType::f32)
+        dense_backward_t<float>(G, A_prev, W, act, dW, db, G_prev);
+    else
+        dense_backward_t<double>(G, A_prev, W, act, dW, db, G_prev);
+}
+
+// Elementwise kernels accept any rank; inputs and output must have the same shape.
+template <class T>
+T* same_shape(const py::array& ref, const py::array& a, const char* name, bool writable) {
+    if (a.ndim() != ref.ndim())
+        throw py::value_error(std::string(name) + " has shape " + shape_str(a) + ", expected " + shape_str(ref));
+    for (py::ssize_t d = 0; d < ref.ndim(); ++d)
+        if (a.shape(d) != ref.shape(d))
+            throw py::value_error(std::string(name) + " has shape " + shape_str(a) + ", expected " + shape_str(ref));
+    if (a.size() == 0) throw py::value_error(std::string(name) + " is empty (shape " + shape_str(a) + ")");
+    const DType want = std::is_same<T, float>::value ? DType::f32 : DType::f64;
+    if (dtype_of(a, name) != want)
+        throw py::type_error(std::string(name) + " has dtype " + std::string(py::str(a.dtype())) +
+                             " but the other arrays are " + (want == DType::f32 ? "float32" : "float64"));
+    if (!(a.flags() & py::array::c_style))
+        throw py::value_error(std::string(name) + " must be C-contiguous (use numpy.ascontiguousarray)");
+    if (writable && !a.writeable()) throw py::value_error(std::string(name) + " is read-only");
+    return static_cast<T*>(const_cast<void*>(a.data()));
+}
+
+template <class T>
+py::array activation_forward_t(const py::array& H, Act act, const py::array& out) {
+    const T* h = same_shape<T>(H, H, "H", false);
+    T* o = same_shape<T>(H, out, "out", true);
+    const py::ssize_t size = H.size();
+    no_overlap(span("out", o, size), {span("H", h, size)}, true);
+    py::gil_scoped_release release;
+    activation_forward<T>(act, h, o, size);
+    return out;
+}
+
+py::array activation_forward_py(const py::array& H, const py::object& activation, const py::array& out) {
+    const Act act = act_arg(activation, false);
+    return dtype_of(H, "H") == DType::f32 ? activation_forward_t<float>(H, act, out)
+                                          : activation_forward_t<double>(H, act, out);
+}
+
+template <class T>
+py::array activation_backward_t(const py::array& dA, const py::array& A, Act act, const py::array& out) {
+    const T* da = same_shape<T>(dA, dA, "dA", false);
+    const T* a = same_shape<T>(dA, A, "A", false);
+    T* o = same_shape<T>(dA, out, "out", true);
+    const py::ssize_t size = dA.size();
+    no_overlap(span("out", o, size), {span("dA", da, size), span("A", a, size)}, true);
+    py::gil_scoped_release release;
+    activation_backward<T>(act, da, a, o, size);
+    return out;
+}
+
+py::array activation_backward_py(const py::array& dA, const py::array& A, const py::object& activation,
+                                 const py::array& out) {
+    const Act act = act_arg(activation, false);
+    return dtype_of(dA, "dA") == DType::f32 ? activation_backward_t<float>(dA, A, act, out)
+                                            : activation_backward_t<double>(dA, A, act, out);
+}
+
+template <class T>
+py::array colsum_t(const py::array& G, const py::array& out) {
+    if (G.ndim() != 2) throw py::value_error("G must be 2-D (n x p), got shape " + shape_str(G));
+    const py::ssize_t n = G.shape(0), p = G.shape(1);
+    const T* g = checked<T>(G, "G", {n, p}, false);
+    T* o = checked<T>(out, "out", {p}, true);
+    no_overlap(span("out", o, p), {span("G", g, n * p)});
+    py::gil_scoped_release release;
+    colsum<T>(g, o, n, p);
+    return out;
+}
+
+py::array colsum_py(const py::array& G, const py::array& out) {
+    return dtype_of(G, "G") == DType::f32 ? colsum_t<float>(G, out) : colsum_t<double>(G, out);
+}
+
+template <class T>
+py::array dropout_t(const py::array& A, const py::array& M, const py::array& out) {
+    const T* a = same_shape<T>(A, A, "A", false);
+    const T* m = same_shape<T>(A, M, "M", false);
+    T* o = same_shape<T>(A, out, "out", true);
+    const py::ssize_t size = A.size();
+    no_overlap(span("out", o, size), {span("A", a, size), span("M", m, size)}, true);
+    py::gil_scoped_release release;
+    dropout<T>(a, m, o, size);
+    return out;
+}
+
+py::array dropout_py(const py::array& A, const py::array& M, const py::array& out) {
+    return dtype_of(A, "A") == DType::f32 ? dropout_t<float>(A, M, out) : dropout_t<double>(A, M, out);
+}
+
+template <class T>
+double loss_t(Loss kind, const py::array& F, const py::array& Y, const py::array& G) {
+    if (F.ndim() != 2) throw py::value_error("F must be 2-D (n x k), got shape " + shape_str(F));
+    const py::ssize_t n = F.shape(0), k = F.shape(1);
+    const T* f = checked<T>(F, "F", {n, k}, false);
+    const T* y = checked<T>(Y, "Y", {n, k}, false);
+    T* g = checked<T>(G, "G", {n, k}, true);
+    no_overlap(span("G", g, n * k), {span("F", f, n * k), span("Y", y, n * k)}, true);
+    py::gil_scoped_release release;
+    return loss<T>(kind, f, y, g, n, k);
+}
+
+double loss_py(const std::string& name, const py::array& F, const py::array& Y, const py::array& G) {
+    Loss kind;
+    try {
+        kind = loss_from_name(name);
+    } catch (const std::invalid_argument& e) {
+        throw py::value_error(e.what());
+    }
+    return dtype_of(F, "F") == DType::f32 ? loss_t<float>(kind, F, Y, G) : loss_t<double>(kind, F, Y, G);
+}
+
+template <class T>
+double weight_penalty_t(const py::array& W, const py::array& dW, double l1, double l2) {
+    const T* w = same_shape<T>(W, W, "W", false);
+    T* g = same_shape<T>(W, dW, "dW", true);
+    no_overlap(span("dW", g, W.size()), {span("W", w, W.size())});
+    py::gil_scoped_release release;
+    return weight_penalty<T>(w, g, W.size(), l1, l2);
+}
+
+double weight_penalty_py(const py::array& W, const py::array& dW, double l1, double l2) {
+    return dtype_of(W, "W") == DType::f32 ? weight_penalty_t<float>(W, dW, l1, l2)
+                                          : weight_penalty_t<double>(W, dW, l1, l2);
+}
+
+template <class T>
+void sgd_update_t(const py::array& param, const py::array& grad, const py::object& velocity, double lr,
+                  double momentum, bool nesterov) {
+    T* p = same_shape<T>(param, param, "param", true);
+    const T* g = same_shape<T>(param, grad, "grad", false);
+    T* v = nullptr;
+    const py::ssize_t size = param.size();
+    if (!velocity.is_none()) {
+        v = same_shape<T>(param, as_array(velocity, "velocity"), "velocity", true);
+        no_overlap(span("velocity", v, size), {span("param", p, size), span("grad", g, size)});
+    }
+    no_overlap(span("param", p, size), {span("grad", g, size)});
+    py::gil_scoped_release release;
+    if (v == nullptr)
+        sgd_update<T>(p, g, nullptr, size, lr, 0.0, false);
+    else
+        sgd_update<T>(p, g, v, size, lr, momentum, nesterov);
+}
+
+void sgd_update_py(const py::array& param, const py::array& grad, const py::object& velocity, double lr,
+                   double momentum, bool nesterov) {
+    if (dtype_of(param, "param") == DType::f32)
+        sgd_update_t<float>(param, grad, velocity, lr, momentum, nesterov);
+    else
+        sgd_update_t<double>(param, grad, velocity, lr, momentum, nesterov);
+}
+
+template <class T>
+void adam_update_t(const py::array& param, const py::array& grad, const py::array& m, const py::array& v, double lr,
+                   double beta1, double beta2, double eps, long long step) {
+    T* p = same_shape<T>(param, param, "param", true);
+    const T* g = same_shape<T>(param, grad, "grad", false);
+    T* mm = same_shape<T>(param, m, "m", true);
+    T* vv = same_shape<T>(param, v, "v", true);
+    const py::ssize_t size = param.size();
+    no_overlap(span("param", p, size), {span("grad", g, size), span("m", mm, size), span("v", vv, size)});
+    no_overlap(span("m", mm, size), {span("grad", g, size), span("v", vv, size)});
+    no_overlap(span("v", vv, size), {span("grad", g, size)});
+    py::gil_scoped_release release;
+    adam_update<T>(p, g, mm, vv, size, lr, beta1, beta2, eps, step);
+}
+
+void adam_update_py(const py::array& param, const py::array& grad, const py::array& m, const py::array& v, double lr,
+                    double beta1, double beta2, double eps, long long step) {
+    if (step < 1) throw py::value_error("adam step counts from 1, got " + std::to_string(step));
+    if (dtype_of(param, "param") == DType::f32)
+        adam_update_t<float>(param, grad, m, v, lr, beta1, beta2, eps, step);
+    else
+        adam_update_t<double>(param, grad, m, v, lr, beta1, beta2, eps, step);
+}
+
+// ---- the fused training step --------------------------------------------------------------------
+
+// A native trainer over the model's own buffers. It keeps references to every array it was
+// given, so the buffers outlive it; the Python side rebuilds it when the model replaces one.
+template <class T>
+class Trainer {
+   public:
+    Trainer(const py::list& W, const py::list& b, const py::list& dW, const py::list& db, const py::list& activations,
+            const std::string& loss_name, const std::string& optimizer, const py::list& state1, const py::list& state2,
+            double lr, double momentum, double beta1, double beta2, double eps, long long t, double l1, double l2) {
+        const std::size_t L = W.size();
+        if (L == 0) throw py::value_error("the network has no layers");
+        if (b.size() != L || dW.size() != L || db.size() != L || activations.size() != L)
+            throw py::value_error("W, b, dW, db and activations must have one entry per layer");
+        OptimConfig opt;
+        if (optimizer == "sgd")
+            opt.kind = Optim::sgd;
+        else if (optimizer == "momentum")
+            opt.kind = Optim::momentum;
+        else if (optimizer == "nesterov")
+            opt.kind = Optim::nesterov;
+        else if (optimizer == "adam")
+            opt.kind = Optim::adam;
+        else
+            throw py::value_error("unknown optimizer '" + optimizer + "'; valid: sgd, momentum, nesterov, adam");
+        const std::size_t n_state1 = opt.kind == Optim::sgd ? 0 : 2 * L;
+        const std::size_t n_state2 = opt.kind == Optim::adam ? 2 * L : 0;
+        if (state1.size() != n_state1 || state2.size() != n_state2)
+            throw py::value_error("optimizer '" + optimizer + "' needs " + std::to_string(n_state1) + " + " +
+                                  std::to_string(n_state2) + " state arrays (W0, b0, W1, b1, ...), got " +
+                                  std::to_string(state1.size()) + " + " + std::to_string(state2.size()));
+        opt.lr = lr;
+        opt.momentum = momentum;
+        opt.beta1 = beta1;
+        opt.beta2 = beta2;
+        opt.eps = eps;
+        opt.t = t;
+        Loss loss_kind;
+        try {
+            loss_kind = loss_from_name(loss_name);
+        } catch (const std::invalid_argument& e) {
+            throw py::value_error(e.what());
+        }
+        std::vector<LayerBuffers<T>> layers(L);
+        std::vector<Span> spans;
+        auto keep = [&](const py::handle& obj, const std::string& name, py::ssize_t rows, py::ssize_t cols,
+                        bool writable) -> T* {
+            py::array a = as_array(obj, name.c_str());
+            T* p = cols < 0 ? checked<T>(a, name.c_str(), {rows}, writable)
+                            : checked<T>(a, name.c_str(), {rows, cols}, writable);
+            keep_.push_back(a);
+            names_.push_back(name);
+            const py::ssize_t count = cols < 0 ? rows : rows * cols;
+            for (const Span& s : spans)
+                if (reinterpret_cast<const char*>(p) < s.hi && s.lo < reinterpret_cast<const char*>(p + count))
+                    throw py::value_error(name + " overlaps " + s.name + "; every buffer must be separate");
+            spans.push_back(Span{names_.back().c_str(), reinterpret_cast<const char*>(p),
+                                 reinterpret_cast<const char*>(p + count)});
+            return p;
+        };
+        names_.reserve(16 * L);  // the spans point into these strings
+        for (std::size_t l = 0; l < L; ++l) {
+            const std::string s = std::to_string(l);
+            py::array w = as_array(W[l], ("W[" + s + "]").c_str());
+            if (w.ndim() != 2) throw py::value_error("W[" + s + "] must be 2-D, got shape " + shape_str(w));
+            const py::ssize_t pi = w.shape(0), po = w.shape(1);
+            if (l > 0 && pi != layers[l - 1].p_out)
+                throw py::value_error("W[" + s + "] has " + std::to_string(pi) + " rows but layer " +
+                                      std::to_string(l - 1) + " has " + std::to_string(layers[l - 1].p_out) +
+                                      " outputs");
+            auto& Ly = layers[l];
+            Ly.p_in = pi;
+            Ly.p_out = po;
+            Ly.W = keep(W[l], "W[" + s + "]", pi, po, true);
+            Ly.b = keep(b[l], "b[" + s + "]", po, -1, true);
+            Ly.dW = keep(dW[l], "dW[" + s + "]", pi, po, true);
+            Ly.db = keep(db[l], "db[" + s + "]", po, -1, true);
+            if (n_state1) {
+                Ly.mW = keep(state1[2 * l], "state1[" + std::to_string(2 * l) + "]", pi, po, true);
+                Ly.mb = keep(state1[2 * l + 1], "state1[" + std::to_string(2 * l + 1) + "]", po, -1, true);
+            }
+            if (n_state2) {
+                Ly.vW = keep(state2[2 * l], "state2[" + std::to_string(2 * l) + "]", pi, po, true);
+                Ly.vb = keep(state2[2 * l + 1], "state2[" + std::to_string(2 * l + 1) + "]", po, -1, true);
+            }
+            Ly.act = act_arg(activations[l], false);
+        }
+        step_ = std::make_unique<MLPStep<T>>(std::move(layers), loss_kind, l1, l2, opt);
+    }
+
+    double step(const py::array& X, const py::array& Y) {
+        const py::ssize_t n = check_xy(X, Y);
+        const T* x = static_cast<const T*>(X.data());
+        const T* y = static_cast<const T*>(Y.data());
+        py::gil_scoped_release release;
+        return step_->step(x, y, n);
+    }
+
+    double gradients(const py::array& X, const py::array& Y) {
+        const py::ssize_t n = check_xy(X, Y);
+        const T* x = static_cast<const T*>(X.data());
+        const T* y = static_cast<const T*>(Y.data());
+        py::gil_scoped_release release;
+        return step_->gradients(x, y, n);
+    }
+
+    void update() {
+        py::gil_scoped_release release;
+        step_->update();
+    }
+
+    // Runs every minibatch of one epoch; returns the batch losses (a float64 array).
+    py::array_t<double> epoch(const py::array& X, const py::array& Y, py::ssize_t batch_size, const py::object& order) {
+        const py::ssize_t N = check_xy(X, Y);
+        if (batch_size < 1) throw py::value_error("batch_size must be >= 1, got " + std::to_string(batch_size));
+        const std::int64_t* idx = nullptr;
+        py::array ord;
+        if (!order.is_none()) {
+            ord = as_array(order, "order");
+            if (!ord.dtype().is(py::dtype::of<std::int64_t>()))
+                throw py::type_error("order must be an int64 array, got " + std::string(py::str(ord.dtype())));
+            if (ord.ndim() != 1 || ord.shape(0) != N)
+                throw py::value_error("order must have shape (" + std::to_string(N) + ",), got " + shape_str(ord));
+            if (!(ord.flags() & py::array::c_style)) throw py::value_error("order must be C-contiguous");
+            idx = static_cast<const std::int64_t*>(ord.data());
+            for (py::ssize_t i = 0; i < N; ++i)
+                if (idx[i] < 0 || idx[i] >= N)
+                    throw py::value_error("order[" + std::to_string(i) + "] = " + std::to_string(idx[i]) +
+                                          " is out of range for " + std::to_string(N) + " samples");
+        }
+        const py::ssize_t nb = (N + batch_size - 1) / batch_size;
+        py::array_t<double> losses(nb);
+        double* out = losses.mutable_data();
+        const T* x = static_cast<const T*>(X.data());
+        const T* y = static_cast<const T*>(Y.data());
+        {
+            py::gil_scoped_release release;
+            step_->epoch(x, y, N, idx, batch_size, out);
+        }
+        return losses;
+    }
+
+    py::array predict(const py::array& X) {
+        if (X.ndim() != 2) throw py::value_error("X must be 2-D (n x p_in), got shape " + shape_str(X));
+        const py::ssize_t n = X.shape(0);
+        const T* x = checked<T>(X, "X", {n, step_->p_in()}, false);
+        py::array_t<T> F({n, py::ssize_t(step_->p_out())});
+        T* f = F.mutable_data();
+        {
+            py::gil_scoped_release release;
+            const T* out = step_->forward(x, n);
+            std::copy_n(out, n * step_->p_out(), f);
+        }
+        return F;
+    }
+
+    MLPStep<T>& core() { return *step_; }
+
+   private:
+    std::unique_ptr<MLPStep<T>> step_;
+    std::vector<py::array> keep_;  // the model's buffers, kept alive while the trainer lives
+    std::vector<std::string> names_;
+
+    py::ssize_t check_xy(const py::array& X, const py::array& Y) {
+        if (X.ndim() != 2) throw py::value_error("X must be 2-D (n x p_in), got shape " + shape_str(X));
+        const py::ssize_t n = X.shape(0);
+        checked<T>(X, "X", {n, step_->p_in()}, false);
+        checked<T>(Y, "Y", {n, step_->p_out()}, false);
+        return n;
+    }
+};
+
+template <class T>
+void bind_trainer(py::module_& m, const char* name) {
+    using Tr = Trainer<T>;
+    py::class_<Tr>(m, name,
+                   "A dense network's whole training step in one native call, over the model's own buffers.")
+        .def(py::init<const py::list&, const py::list&, const py::list&, const py::list&, const py::list&,
+                      const std::string&, const std::string&, const py::list&, const py::list&, double, double, double,
+                      double, double, long long, double, double>(),
+             py::arg("W"), py::arg("b"), py::arg("dW"), py::arg("db"), py::arg("activations"), py::arg("loss"),
+             py::arg("optimizer"), py::arg("state1"), py::arg("state2"), py::arg("lr"), py::arg("momentum") = 0.0,
+             py::arg("beta1") = 0.9, py::arg("beta2") = 0.999, py::arg("eps") = 1e-8, py::arg("t") = 0,
+             py::arg("l1") = 0.0, py::arg("l2") = 0.0)
+        .def("step", &Tr::step, py::arg("X"), py::arg("Y"),
+             "Forward, loss, backward, penalty and update on one batch; returns the loss.")
+        .def("gradients", &Tr::gradients, py::arg("X"), py::arg("Y"),
+             "Forward, loss and backward (dW, db filled, no update); returns the loss.")
+        .def("update", &Tr::update, "The optimizer update from the current dW, db.")
+        .def("epoch", &Tr::epoch, py::arg("X"), py::arg("Y"), py::arg("batch_size"), py::arg("order") = py::none(),
+             "Steps over X[order] in minibatches; returns each batch's loss.")
+        .def("predict", &Tr::predict, py::arg("X"), "The network's output for X (a new array).")
+        .def_property(
+            "lr", [](Tr& t) { return t.core().opt.lr; }, [](Tr& t, double v) { t.core().opt.lr = v; })
+        .def_property(
+            "momentum", [](Tr& t) { return t.core().opt.momentum; }, [](Tr& t, double v) { t.core().opt.momentum = v; })
+        .def_property(
+            "t", [](Tr& t) { return t.core().opt.t; }, [](Tr& t, long long v) { t.core().opt.t = v; })
+        .def_property(
+            "l1", [](Tr& t) { return t.core().l1; }, [](Tr& t, double v) { t.core().l1 = v; })
+        .def_property(
+            "l2", [](Tr& t) { return t.core().l2; }, [](Tr& t, double v) { t.core().l2 = v; });
+}
+
+// ---- threads and the BLAS ---------------------------------------------------------------------
+
+int g_num_threads = 0;  // 0: not set by the user
+
+void set_num_threads(int n) {
+    if (n < 1) throw py::value_error("the number of threads must be >= 1, got " + std::to_string(n));
+    g_num_threads = n;
+    Blas& blas = Blas::instance();
+    if (blas.loaded()) blas.set_num_threads(n);
+#ifdef _OPENMP
+    omp_set_num_threads(n);
+#endif
+}
+
+int get_num_threads() {
+    Blas& blas = Blas::instance();
+    if (blas.loaded()) return blas.get_num_threads();
+    if (g_num_threads > 0) return g_num_threads;
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_cpu, m) {
+    m.doc() = "backprop's cpu backend: the Backend protocol's kernels in C++17 on Eigen, with OpenBLAS for large products.";
+
+    m.def("gemm", &gemm_py, py::arg("A"), py::arg("B"), py::arg("out"), py::arg("trans_a") = false,
+          py::arg("trans_b") = false, py::arg("alpha") = 1.0, py::arg("beta") = 0.0,
+          "out = alpha op(A) op(B) + beta out.");
+    m.def("dense_forward", &dense_forward_py, py::arg("A"), py::arg("W"), py::arg("b"), py::arg("activation"),
+          py::arg("out"), "out = act(A W + b): the product, then bias and activation in one pass.");
+    m.def("dense_backward", &dense_backward_py, py::arg("G"), py::arg("A_prev"), py::arg("W"),
+          py::arg("activation_prev"), py::arg("dW"), py::arg("db"), py::arg("G_prev"),
+          "dW = A_prevᵀ G, db = 1ᵀ G, G_prev = act'(A_prev) ⊙ (G Wᵀ) (skipped when G_prev is None).");
+    m.def("activation_forward", &activation_forward_py, py::arg("H"), py::arg("activation"), py::arg("out"));
+    m.def("activation_backward", &activation_backward_py, py::arg("dA"), py::arg("A"), py::arg("activation"),
+          py::arg("out"));
+    m.def("colsum", &colsum_py, py::arg("G"), py::arg("out"));
+    m.def("dropout", &dropout_py, py::arg("A"), py::arg("M"), py::arg("out"));
+    m.def("loss", &loss_py, py::arg("name"), py::arg("F"), py::arg("Y"), py::arg("G"),
+          "The loss value; G = dLoss/dF written in the same pass.");
+    m.def("weight_penalty", &weight_penalty_py, py::arg("W"), py::arg("dW"), py::arg("l1"), py::arg("l2"));
+    m.def("sgd_update", &sgd_update_py, py::arg("param"), py::arg("grad"), py::arg("velocity"), py::arg("lr"),
+          py::arg("momentum") = 0.0, py::arg("nesterov") = false);
+    m.def("adam_update", &adam_update_py, py::arg("param"), py::arg("grad"), py::arg("m"), py::arg("v"),
+          py::arg("lr"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"), py::arg("step"));
+
+    bind_trainer<float>(m, "Trainer32");
+    bind_trainer<double>(m, "Trainer64");
+
+    m.def("set_num_threads", &set_num_threads, py::arg("n"),
+          "Threads for the products (OpenBLAS) and any OpenMP loop.");
+    m.def("get_num_threads", &get_num_threads);
+    m.def(
+        "load_blas",
+        [](const std::string& path, const std::string& prefix) {
+            std::string err = Blas::instance().load(path, prefix);
+            if (!err.empty()) throw py::value_error(err);
+            if (g_num_threads > 0) Blas::instance().set_num_threads(g_num_threads);
+        },
+        py::arg("path"), py::arg("prefix") = "scipy_",
+        "Routes large products to the OpenBLAS in `path` (symbols `<prefix>cblas_sgemm`, ...).");
+    m.def("blas_path", []() { return Blas::instance().path; }, "The OpenBLAS in use, or '' (Eigen only).");
+    m.def(
+        "set_gemm_threshold", [](long long t) { Blas::instance().threshold.store(t); }, py::arg("multiply_adds"),
+        "Products with m*n*k below this stay in Eigen.");
+    m.def("get_gemm_threshold", []() { return Blas::instance().threshold.load(); });
+    m.attr("openmp") = py::bool_(
+#ifdef _OPENMP
+        true
+#else
+        false
+#endif
+    );
+    m.attr("eigen_version") = std::to_string(EIGEN_WORLD_VERSION) + "." + std::to_string(EIGEN_MAJOR_VERSION) + "." +
+                              std::to_string(EIGEN_MINOR_VERSION);
+}
