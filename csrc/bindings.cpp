@@ -463,8 +463,10 @@ class Trainer {
         step_ = std::make_unique<MLPStep<T>>(std::move(layers), loss_kind, l1, l2, opt);
     }
 
-    double step(const py::array& X, const py::array& Y) {
+    double step(const py::array& X, const py::array& Y, double lr, long long t) {
         const py::ssize_t n = check_xy(X, Y);
+        step_->opt.lr = lr;
+        step_->opt.t = t;
         const T* x = static_cast<const T*>(X.data());
         const T* y = static_cast<const T*>(Y.data());
         py::gil_scoped_release release;
@@ -485,8 +487,11 @@ class Trainer {
     }
 
     // Runs every minibatch of one epoch; returns the batch losses (a float64 array).
-    py::array_t<double> epoch(const py::array& X, const py::array& Y, py::ssize_t batch_size, const py::object& order) {
+    py::array_t<double> epoch(const py::array& X, const py::array& Y, py::ssize_t batch_size, const py::object& order,
+                              double lr, long long t) {
         const py::ssize_t N = check_xy(X, Y);
+        step_->opt.lr = lr;
+        step_->opt.t = t;
         if (batch_size < 1) throw py::value_error("batch_size must be >= 1, got " + std::to_string(batch_size));
         const std::int64_t* idx = nullptr;
         py::array ord;
@@ -504,14 +509,16 @@ class Trainer {
                                           " is out of range for " + std::to_string(N) + " samples");
         }
         const py::ssize_t nb = (N + batch_size - 1) / batch_size;
-        py::array_t<double> losses(nb);
-        double* out = losses.mutable_data();
+        std::vector<double> out(static_cast<std::size_t>(nb));
         const T* x = static_cast<const T*>(X.data());
         const T* y = static_cast<const T*>(Y.data());
+        py::ssize_t ran;
         {
             py::gil_scoped_release release;
-            step_->epoch(x, y, N, idx, batch_size, out);
+            ran = step_->epoch(x, y, N, idx, batch_size, out.data());
         }
+        py::array_t<double> losses(ran);
+        std::copy_n(out.data(), ran, losses.mutable_data());
         return losses;
     }
 
@@ -557,13 +564,16 @@ void bind_trainer(py::module_& m, const char* name) {
              py::arg("optimizer"), py::arg("state1"), py::arg("state2"), py::arg("lr"), py::arg("momentum") = 0.0,
              py::arg("beta1") = 0.9, py::arg("beta2") = 0.999, py::arg("eps") = 1e-8, py::arg("t") = 0,
              py::arg("l1") = 0.0, py::arg("l2") = 0.0)
-        .def("step", &Tr::step, py::arg("X"), py::arg("Y"),
-             "Forward, loss, backward, penalty and update on one batch; returns the loss.")
+        .def("step", &Tr::step, py::arg("X"), py::arg("Y"), py::arg("lr"), py::arg("t") = 0,
+             "Forward, loss, backward, penalty and update (Adam's step t+1) on one batch with learning rate lr;\n"
+             "returns the loss. A loss that is not finite is returned without updating.")
         .def("gradients", &Tr::gradients, py::arg("X"), py::arg("Y"),
              "Forward, loss and backward (dW, db filled, no update); returns the loss.")
         .def("update", &Tr::update, "The optimizer update from the current dW, db.")
-        .def("epoch", &Tr::epoch, py::arg("X"), py::arg("Y"), py::arg("batch_size"), py::arg("order") = py::none(),
-             "Steps over X[order] in minibatches; returns each batch's loss.")
+        .def("epoch", &Tr::epoch, py::arg("X"), py::arg("Y"), py::arg("batch_size"), py::arg("order"), py::arg("lr"),
+             py::arg("t") = 0,
+             "Steps over X[order] (order None: X in order) in minibatches; returns each batch's loss,\n"
+             "stopping after the first batch whose loss is not finite (that batch not updated).")
         .def("predict", &Tr::predict, py::arg("X"), "The network's output for X (a new array).")
         .def_property(
             "lr", [](Tr& t) { return t.core().opt.lr; }, [](Tr& t, double v) { t.core().opt.lr = v; })

@@ -13,6 +13,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <stdexcept>
 #include <vector>
 
@@ -87,9 +88,10 @@ class MLPStep {
 
     // Forward, loss, backward, penalty and update for one batch. Returns the loss value
     // (the data loss plus the weight penalty l1 Σ|W| + l2/2 Σ W² over the weight matrices).
+    // A loss that is not finite skips the update, so the parameters stay as they were.
     double step(const T* X, const T* Y, Index n) {
         const double value = gradients(X, Y, n);
-        update();
+        if (std::isfinite(value)) update();
         return value;
     }
 
@@ -129,13 +131,15 @@ class MLPStep {
 
     // One epoch of minibatches: rows order[s : s+batch] of X (N x p_in) and Y (N x p_out), in
     // order; order == nullptr means 0..N-1 (slices, no gather). losses[i] gets batch i's loss.
-    void epoch(const T* X, const T* Y, Index N, const std::int64_t* order, Index batch, double* losses) {
+    // Stops after the first batch whose loss is not finite (not updated); returns the batches run.
+    Index epoch(const T* X, const T* Y, Index N, const std::int64_t* order, Index batch, double* losses) {
         const Index pi = p_in(), po = p_out();
         Index i = 0;
         for (Index s = 0; s < N; s += batch, ++i) {
             const Index nb = std::min(batch, N - s);
             if (order == nullptr) {
                 losses[i] = step(X + s * pi, Y + s * po, nb);
+                if (!std::isfinite(losses[i])) return i + 1;
                 continue;
             }
             Xb_.resize(std::size_t(nb * pi));
@@ -146,7 +150,9 @@ class MLPStep {
                 std::copy_n(Y + src * po, po, Yb_.data() + r * po);
             }
             losses[i] = step(Xb_.data(), Yb_.data(), nb);
+            if (!std::isfinite(losses[i])) return i + 1;
         }
+        return i;
     }
 
    private:

@@ -7,6 +7,12 @@ One training step on a batch (X, Y), in kernels:
     dW_l, db_l = backward(G)                      (dense_backward per layer)
     value += l1 Σ|W| + (l2/2) Σ W²;  dW += l1 sign(W) + l2 W     (weight_penalty, weights only)
     param -= update(grad)                         (sgd_update / adam_update)
+
+A backend with a fused whole-step path (``make_trainer``, the cpu backend) runs that same
+sequence in one native call per step, or per epoch of minibatches, over the model's own buffers:
+``Trainer(..., fused=None)`` uses it whenever it covers the configuration (no dropout, a built-in
+optimizer), ``fused=False`` forces the kernel-by-kernel path, ``fused=True`` demands the fused one.
+Both give the same numbers (tests/backends/test_cpu_backend.py holds them together).
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import _checks
-from .optim import get_optimizer
+from .optim import GD, SGD, Adam, get_optimizer
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -76,10 +82,11 @@ class Trainer:
     """One model, one loss, one optimizer with its state: ``step(X, Y)`` is one training step.
 
     X and Y are arrays of the model's backend (checked by the caller). The step is the kernel
-    sequence of this module's docstring.
+    sequence of this module's docstring, or the backend's fused path (see ``fused``).
     """
 
-    def __init__(self, net, loss, optimizer, lr=None, l1=0.0, l2=0.0, dropout=0.0, seed=None):
+    def __init__(self, net, loss, optimizer, lr=None, l1=0.0, l2=0.0, dropout=0.0, seed=None,
+                 fused=None):
         self.net = net
         self.loss = _checks.check_loss(loss)
         self.optimizer = get_optimizer(optimizer, lr)
@@ -88,6 +95,42 @@ class Trainer:
         self.dropout = dropout_rates(dropout, net.n_layers - 1)
         self.rng = np.random.default_rng(seed)
         self.state = self.optimizer.state(net.backend, net.params)
+        self.fused = self._fused_choice(fused)
+        self._native = None
+
+    def _fused_choice(self, fused):
+        """Whether steps run on the backend's fused path; None picks it whenever it applies."""
+        missing = None
+        if not hasattr(self.net.backend, "make_trainer"):
+            missing = f"backend {self.net.backend.name!r} has no fused training step"
+        elif any(self.dropout):
+            missing = "the fused training step has no dropout"
+        elif type(self.optimizer) not in (GD, SGD, Adam):
+            missing = f"the fused training step does not know optimizer {type(self.optimizer).__name__}"
+        if fused is None:
+            return missing is None
+        if fused and missing is not None:
+            raise ValueError(f"fused=True: {missing}; use fused=None or False")
+        return bool(fused)
+
+    def native(self):
+        """The backend's fused trainer over this model's buffers (built on first use)."""
+        if self._native is None:
+            net, opt, slots = self.net, self.optimizer, self.state.slots
+            state1, state2, kind = [], [], "sgd"
+            if isinstance(opt, Adam):
+                kind = "adam"
+                state1 = [s["m"] for s in slots]
+                state2 = [s["v"] for s in slots]
+            elif opt.momentum > 0:
+                kind = "nesterov" if opt.nesterov else "momentum"
+                state1 = [s["velocity"] for s in slots]
+            self._native = net.backend.make_trainer(
+                net._W, net._b, net._dW, net._db, net.layer_activations, self.loss, kind,
+                state1, state2, lr=opt.lr, momentum=getattr(opt, "momentum", 0.0),
+                beta1=getattr(opt, "beta1", 0.9), beta2=getattr(opt, "beta2", 0.999),
+                eps=getattr(opt, "eps", 1e-8), t=self.state.step, l1=self.l1, l2=self.l2)
+        return self._native
 
     def masks(self, n):
         """Inverted-dropout masks M_l (0 or 1/(1-p)) for the hidden layers, or None."""
@@ -117,6 +160,12 @@ class Trainer:
         A loss that is not finite raises NonFiniteLossError before the update, so the model keeps
         the parameters it had.
         """
+        if self.fused:  # forward, backward, penalty and update in one native call
+            value = self.native().step(X, Y, self.optimizer.lr, self.state.step)
+            if not math.isfinite(value):
+                raise NonFiniteLossError(f"the loss is {value}")
+            self.state.step += 1
+            return value
         net = self.net
         value, _ = net._loss_and_grad(X, Y, self.loss, masks=self.masks(X.shape[0]))
         value = float(value) + self.penalty()
@@ -124,6 +173,24 @@ class Trainer:
             raise NonFiniteLossError(f"the loss is {value}")
         self.state.apply(net.backend, net.params, net.grads)
         return value
+
+    def epoch(self, X, Y, batch_size):
+        """Steps over (X, Y) in order in minibatches of ``batch_size``; returns (losses, sizes).
+
+        On the fused path the whole epoch is one native call.
+        """
+        n = X.shape[0]
+        sizes = [min(batch_size, n - start) for start in range(0, n, batch_size)]
+        if not self.fused:
+            values = [self.step(X[start:start + batch_size], Y[start:start + batch_size])
+                      for start in range(0, n, batch_size)]
+            return values, sizes
+        values = self.native().epoch(X, Y, batch_size, None, self.optimizer.lr, self.state.step)
+        finite = bool(np.isfinite(values[-1]))
+        self.state.step += len(values) - (0 if finite else 1)
+        if not finite:
+            raise NonFiniteLossError(f"the loss is {values[-1]}")
+        return values.tolist(), sizes
 
 
 def _epoch_loss(values, sizes, loss):
@@ -139,7 +206,7 @@ def _snapshot(net):
 
 def fit(net, X, Y, loss="mse", optimizer="adam", lr=1e-3, epochs=100, batch_size=None,
         l1=0.0, l2=0.0, dropout=0.0, validation_data=None, early_stopping=None, shuffle=True,
-        verbose=False, lr_schedule=None, standardize=False, seed=None):
+        verbose=False, lr_schedule=None, standardize=False, seed=None, fused=None):
     """Trains ``net`` on (X, Y) and returns a History.
 
     loss: "sse", "mse", "cross_entropy" (Y as labels or one-hot) or "bce".
@@ -155,6 +222,8 @@ def fit(net, X, Y, loss="mse", optimizer="adam", lr=1e-3, epochs=100, batch_size
     lr_schedule: callable epoch -> lr, called at the start of every epoch (see backprop.optim).
     standardize: fit a Standardizer on X and attach it to the model (applied at predict too).
     seed: seeds shuffling and dropout masks.
+    fused: None runs each epoch on the backend's fused path when it has one and it covers the
+        options (the cpu backend, no dropout); False forces the kernel-by-kernel path.
     verbose: show a progress bar (tqdm).
 
     If the loss becomes NaN or infinite, fit raises NonFiniteLossError naming the epoch and
@@ -164,7 +233,8 @@ def fit(net, X, Y, loss="mse", optimizer="adam", lr=1e-3, epochs=100, batch_size
     epochs = int(epochs)
     if epochs < 0:
         raise ValueError(f"epochs must be >= 0; got {epochs}")
-    trainer = Trainer(net, loss, optimizer, lr=lr, l1=l1, l2=l2, dropout=dropout, seed=seed)
+    trainer = Trainer(net, loss, optimizer, lr=lr, l1=l1, l2=l2, dropout=dropout, seed=seed,
+                      fused=fused)
     if trainer.optimizer.full_batch and batch_size is not None:
         raise ValueError("optimizer 'gd' is full-batch gradient descent: leave batch_size=None "
                          "or use 'sgd' for minibatches")
@@ -206,12 +276,8 @@ def fit(net, X, Y, loss="mse", optimizer="adam", lr=1e-3, epochs=100, batch_size
             X_epoch, Y_epoch = X_dev[perm], Y_dev[perm]
         else:
             X_epoch, Y_epoch = X_dev, Y_dev
-        values, sizes = [], []
         try:
-            for start in range(0, n, batch_size):
-                stop = min(start + batch_size, n)
-                values.append(trainer.step(X_epoch[start:stop], Y_epoch[start:stop]))
-                sizes.append(stop - start)
+            values, sizes = trainer.epoch(X_epoch, Y_epoch, batch_size)
         except NonFiniteLossError as exc:
             if not all(np.isfinite(p).all() for p in net.weights + net.biases):
                 net.set_params(*last_good)
