@@ -1,9 +1,11 @@
 // elementwise.hpp: activations, their derivatives, the bias-sum reduction and dropout.
 //
 // Every derivative is a function of the activation's output A (tanh' = 1 - A⊙A, ...), as in
-// base.py. The fused variants (bias + activation, derivative + column sum) exist so that a dense
-// layer touches its n x p output once after the product instead of two or three times.
+// base.py. bias_activation fuses the bias into the activation so that a dense layer touches its
+// n x p output once after the product instead of twice.
 #pragma once
+
+#include <algorithm>
 
 #include "common.hpp"
 
@@ -36,19 +38,27 @@ inline void activation_forward(Act a, const T* H, T* A, Index size) {
     act_apply_expr<T>(a, CArrMap<T>(H, 1, size), out);
 }
 
-// A = act(H + b), b broadcast over the n rows: the bias and the activation in one pass over H.
-// (H and A may be the same buffer: dense_forward writes the product into A and finishes in place.)
+// Rows per block so that a block (at most ~4096 values) stays in L1 between two sweeps over it.
+inline Index block_rows(Index p) { return p >= 4096 ? 1 : 4096 / p; }
+
+// A = act(H + b), b broadcast over the n rows: the bias and the activation in one pass over
+// memory. Each block of rows gets the bias added, then the activation applied to the block as one
+// flat vector (Eigen's vectorized tanh/exp need long contiguous runs, which 10-wide rows are not)
+// while it is still in L1. H and A may be the same buffer: dense_forward finishes in place.
 template <class T>
 inline void bias_activation(Act a, const T* H, const T* b, T* A, Index n, Index p) {
-    CArrMap<T> Hm(H, n, p);
-    ArrMap<T> Am(A, n, p);
-    CRowMap<T> bm(b, p);
-    if (n == 1) {
-        ArrMap<T> row(A, 1, p);
-        act_apply_expr<T>(a, CArrMap<T>(H, 1, p) + CArrMap<T>(b, 1, p), row);
-        return;
+    const Index rows = block_rows(p);
+    for (Index r0 = 0; r0 < n; r0 += rows) {
+        const Index r1 = std::min(n, r0 + rows);
+        for (Index i = r0; i < r1; ++i) {
+            const T* h = H + i * p;
+            T* out = A + i * p;
+            for (Index j = 0; j < p; ++j) out[j] = h[j] + b[j];
+        }
+        if (a == Act::identity || a == Act::none) continue;
+        ArrMap<T> block(A + r0 * p, 1, (r1 - r0) * p);
+        act_apply_expr<T>(a, block, block);
     }
-    act_apply_expr<T>(a, Hm.rowwise() + bm, Am);
 }
 
 // act'(A) ⊙ dA for an Eigen expression pair, written into out.
@@ -74,23 +84,10 @@ inline void activation_backward(Act a, const T* dA, const T* A, T* G, Index size
 // db = 1ᵀ G: rows added in order (numpy's order for sum(axis=0) on a C array), vectorized along a row.
 template <class T>
 inline void colsum(const T* G, T* db, Index n, Index p) {
-    RowMap<T> out(db, p);
-    out = CRowMap<T>(G, p);
-    for (Index i = 1; i < n; ++i) out += CRowMap<T>(G + i * p, p);
-}
-
-// G ⊙= act'(A) row by row, and db = 1ᵀ G accumulated in the same sweep (used by the fused step,
-// where the G of one layer is the next layer's bias gradient: one pass instead of two).
-template <class T>
-inline void activation_backward_colsum(Act a, T* G, const T* A, T* db, Index n, Index p) {
-    RowMap<T> acc(db, p);
-    for (Index i = 0; i < n; ++i) {
-        ArrMap<T> row(G + i * p, 1, p);
-        act_grad_expr<T>(a, CArrMap<T>(G + i * p, 1, p), CArrMap<T>(A + i * p, 1, p), row);
-        if (i == 0)
-            acc = CRowMap<T>(G, p);
-        else
-            acc += CRowMap<T>(G + i * p, p);
+    for (Index j = 0; j < p; ++j) db[j] = G[j];
+    for (Index i = 1; i < n; ++i) {
+        const T* row = G + i * p;
+        for (Index j = 0; j < p; ++j) db[j] += row[j];
     }
 }
 

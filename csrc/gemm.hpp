@@ -1,7 +1,8 @@
 // gemm.hpp: C = alpha op(A) op(B) + beta C on row-major buffers, routed to the fastest product.
 //
-// Small products (the Raissi network's 100x10x10) run in Eigen: no library call, no packing of
-// big panels, no threads. Large products go to OpenBLAS (the scipy-openblas32 wheel, the same
+// Products with a narrow output (at most 16 wide, the Raissi network's 100x10x10) run in the
+// register-blocked kernels of small_gemm.hpp; other small products in Eigen: no library call,
+// no threads. Large products go to OpenBLAS (the scipy-openblas32 wheel, the same
 // build numpy ships), loaded at run time with dlopen: on this kind of machine Eigen 3.4's own
 // product reaches 64-71% of the FP32 peak where OpenBLAS reaches 81-87%. OpenBLAS is optional:
 // without it every product runs in Eigen (single-threaded), with the same results to rounding.
@@ -14,6 +15,7 @@
 #include <string>
 
 #include "common.hpp"
+#include "small_gemm.hpp"
 
 namespace backprop {
 
@@ -80,21 +82,12 @@ inline void blas_gemm(bool ta, bool tb, int m, int n, int k, double alpha, const
 
 // The Eigen product, op(A) op(B) with op chosen at compile time so Eigen sees plain expressions.
 template <class T, class EA, class EB>
-inline void eigen_product(const EA& opA, const EB& opB, T alpha, T beta, MatMap<T>& Cm, Index k) {
-    // Tiny inner or outer dimensions (Raissi's widths of 10): the coefficient-based product,
-    // which skips the packing that Eigen's blocked kernel does for every call.
-    const bool tiny = k <= 16 && Cm.cols() <= 32;
+inline void eigen_product(const EA& opA, const EB& opB, T alpha, T beta, MatMap<T>& Cm) {
     if (beta == T(0)) {
-        if (tiny)
-            Cm.noalias() = alpha * opA.lazyProduct(opB);
-        else
-            Cm.noalias() = alpha * (opA * opB);
+        Cm.noalias() = alpha * (opA * opB);
     } else {
         if (beta != T(1)) Cm *= beta;
-        if (tiny)
-            Cm.noalias() += alpha * opA.lazyProduct(opB);
-        else
-            Cm.noalias() += alpha * (opA * opB);
+        Cm.noalias() += alpha * (opA * opB);
     }
 }
 }  // namespace detail
@@ -106,6 +99,7 @@ template <class T>
 inline void gemm(bool trans_a, bool trans_b, Index m, Index n, Index k, T alpha, const T* A,
                  const T* B, T beta, T* C) {
     if (m == 0 || n == 0) return;
+    if (alpha == T(1) && beta == T(0) && small::gemm<T>(trans_a, trans_b, m, n, k, A, B, C)) return;
     Blas& blas = Blas::instance();
     if (blas.loaded() && k > 0 && m * n * k >= blas.threshold.load(std::memory_order_relaxed)) {
         detail::blas_gemm(trans_a, trans_b, int(m), int(n), int(k), alpha, A, int(trans_a ? m : k), B,
@@ -121,14 +115,14 @@ inline void gemm(bool trans_a, bool trans_b, Index m, Index n, Index k, T alpha,
         return;
     }
     if (!trans_a && !trans_b)
-        detail::eigen_product<T>(CMatMap<T>(A, m, k), CMatMap<T>(B, k, n), alpha, beta, Cm, k);
+        detail::eigen_product<T>(CMatMap<T>(A, m, k), CMatMap<T>(B, k, n), alpha, beta, Cm);
     else if (trans_a && !trans_b)
-        detail::eigen_product<T>(CMatMap<T>(A, k, m).transpose(), CMatMap<T>(B, k, n), alpha, beta, Cm, k);
+        detail::eigen_product<T>(CMatMap<T>(A, k, m).transpose(), CMatMap<T>(B, k, n), alpha, beta, Cm);
     else if (!trans_a && trans_b)
-        detail::eigen_product<T>(CMatMap<T>(A, m, k), CMatMap<T>(B, n, k).transpose(), alpha, beta, Cm, k);
+        detail::eigen_product<T>(CMatMap<T>(A, m, k), CMatMap<T>(B, n, k).transpose(), alpha, beta, Cm);
     else
         detail::eigen_product<T>(CMatMap<T>(A, k, m).transpose(), CMatMap<T>(B, n, k).transpose(), alpha,
-                                 beta, Cm, k);
+                                 beta, Cm);
 }
 
 }  // namespace backprop

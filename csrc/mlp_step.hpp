@@ -5,10 +5,10 @@
 // kernel calls of the kernel-by-kernel path (each a few µs of interpreter, argument checks and
 // GIL traffic) cost more than the arithmetic. Here the layers run back to back on buffers owned
 // by the caller (parameters, gradients, optimizer state: the model's arrays, so both paths share
-// one state) and on scratch activations kept across steps. On top of the per-kernel fusions
-// (bias+activation after the forward product, derivative after the backward product) the bias
-// gradient of layer l-1 is summed in the same sweep that applies act'(A) to its G, and the
-// optimizer updates every parameter in one loop per array. The kernels called are the same ones
+// one state) and on scratch activations kept across steps, with the per-kernel fusions
+// (bias+activation after the forward product, dW and db in one sweep over G for narrow layers,
+// the derivative after the backward product) and the optimizer updating every parameter in one
+// loop per array. The kernels called are the same ones
 // the kernel path calls, so the numbers agree with it (to the order of one column sum).
 #pragma once
 
@@ -104,15 +104,15 @@ class MLPStep {
         double value = loss<T>(loss_kind, F, Y, G, n, p_out());
         const Act out_act = layers.back().act;
         if (out_act != Act::identity) activation_backward<T>(out_act, G, F, G, n * p_out());
-        colsum<T>(G, layers.back().db, n, p_out());
         for (std::size_t l = nl; l-- > 0;) {
             const auto& L = layers[l];
             const T* A_prev = l == 0 ? X : A_[l - 1].data();
-            gemm<T>(true, false, L.p_in, L.p_out, n, T(1), A_prev, G, T(0), L.dW);  // dW = A_prevᵀ G
-            if (l == 0) break;                                                     // no dX
-            // G_prev = act'(A_prev) ⊙ (G Wᵀ), and db_prev = 1ᵀ G_prev in the same sweep
+            weight_grads<T>(A_prev, G, L.dW, L.db, n, L.p_in, L.p_out);  // dW = A_prevᵀ G, db = 1ᵀ G
+            if (l == 0) break;                                          // no dX
+            // G_prev = act'(A_prev) ⊙ (G Wᵀ): the product, then the derivative in place
             gemm<T>(false, true, n, L.p_in, L.p_out, T(1), G, L.W, T(0), G_other);
-            activation_backward_colsum<T>(layers[l - 1].act, G_other, A_prev, layers[l - 1].db, n, L.p_in);
+            const Act act = layers[l - 1].act;
+            if (act != Act::identity) activation_backward<T>(act, G_other, A_prev, G_other, n * L.p_in);
             std::swap(G, G_other);
         }
         if (l1 != 0.0 || l2 != 0.0)

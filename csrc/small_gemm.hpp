@@ -1,0 +1,211 @@
+// small_gemm.hpp: products whose output rows are at most 16 wide (Raissi's 10-wide layers).
+//
+// Eigen's blocked product packs both operands on every call: for a 100x10x10 product that costs
+// ~0.9 µs, nine times the arithmetic. These kernels fix the output width N at compile time, so a
+// row of the result lives in registers, and run R rows (or R output rows of Aᵀ G) side by side so
+// the multiply-adds form independent chains. The only copy is the narrow operand (at most 16 x 256
+// values) padded to whole registers; no allocation after the first call, no threads.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "common.hpp"
+
+namespace backprop {
+namespace small {
+
+constexpr Index kMaxWidth = 16;  // the widest output row handled here
+constexpr int kRows = 8;         // rows computed side by side: independent multiply-add chains
+
+// A SIMD register as a GCC/Clang vector type: the widest the build targets.
+#if defined(__AVX512F__)
+constexpr int kVecBytes = 64;
+#elif defined(__AVX__)
+constexpr int kVecBytes = 32;
+#else
+constexpr int kVecBytes = 16;
+#endif
+
+template <class T, int N>
+struct Row {
+    typedef T Vec __attribute__((vector_size(kVecBytes)));
+    static constexpr int L = kVecBytes / int(sizeof(T));  // lanes per register
+    static constexpr int V = (N + L - 1) / L;             // registers per row of N values
+    static constexpr int count(int v) { return N - v * L < L ? N - v * L : L; }
+
+    // Copies rows x N values into rows x V registers, zero padded, so that the kernels load
+    // whole registers (a partial load of a row that was just written stalls on store forwarding).
+    // With transposed, p is N x rows (row-major) and its transpose is packed (for G Wᵀ).
+    static inline const Vec* pack(const T* p, Index rows, bool transposed = false) {
+        thread_local std::vector<T> buffer;  // (a vector of Vec would drop the vector attribute)
+        const std::size_t need = std::size_t(rows * V * L + L);
+        if (buffer.size() < need) buffer.resize(need);
+        const std::uintptr_t addr = reinterpret_cast<std::uintptr_t>(buffer.data());
+        const std::uintptr_t aligned = (addr + kVecBytes - 1) & ~std::uintptr_t(kVecBytes - 1);
+        Vec* out = reinterpret_cast<Vec*>(aligned);
+        for (Index i = 0; i < rows; ++i) {
+            T* o = reinterpret_cast<T*>(out + i * V);
+            if (transposed) {
+                for (int j = 0; j < N; ++j) o[j] = p[j * rows + i];
+            } else {
+                const T* in = p + i * N;
+                for (int j = 0; j < N; ++j) o[j] = in[j];
+            }
+            for (int j = N; j < V * L; ++j) o[j] = T(0);
+        }
+        return out;
+    }
+    static inline void store(const Vec* in, T* p) {
+        for (int v = 0; v < V; ++v) std::memcpy(p + v * L, &in[v], sizeof(T) * std::size_t(count(v)));
+    }
+};
+
+// C (m x N) = A (m x k) B (k x N) (+ the row b broadcast when b is given), all row-major.
+// B_transposed: B is given as its transpose, N x k (the G Wᵀ product).
+template <class T, int N>
+void nn(const T* A, const T* B, T* C, Index m, Index k, bool B_transposed, const T* b) {
+    using R = Row<T, N>;
+    using Vec = typename R::Vec;
+    constexpr int V = R::V;
+    const Vec* Bp = R::pack(B, k, B_transposed);
+    Vec init[V] = {};
+    if (b != nullptr)  // the bias starts every accumulator: H = b + A W with no pass of its own
+        for (int v = 0; v < V; ++v)
+            for (int j = 0; j < R::count(v); ++j) init[v][j] = b[v * R::L + j];
+    Index i = 0;
+    for (; i + kRows <= m; i += kRows) {
+        Vec acc[kRows][V];
+        for (int r = 0; r < kRows; ++r)
+            for (int v = 0; v < V; ++v) acc[r][v] = init[v];
+        for (Index kk = 0; kk < k; ++kk) {
+            const Vec* bk = Bp + kk * V;
+            for (int r = 0; r < kRows; ++r) {
+                const T a = A[(i + r) * k + kk];
+                for (int v = 0; v < V; ++v) acc[r][v] += a * bk[v];
+            }
+        }
+        for (int r = 0; r < kRows; ++r) R::store(acc[r], C + (i + r) * N);
+    }
+    for (; i < m; ++i) {
+        Vec acc[V];
+        for (int v = 0; v < V; ++v) acc[v] = init[v];
+        for (Index kk = 0; kk < k; ++kk) {
+            const Vec* bk = Bp + kk * V;
+            const T a = A[i * k + kk];
+            for (int v = 0; v < V; ++v) acc[v] += a * bk[v];
+        }
+        R::store(acc, C + i * N);
+    }
+}
+
+// RR rows p..p+RR-1 of C = Aᵀ G (G packed), and with SUM the column sums 1ᵀ G in the same sweep.
+template <class T, int N, int RR, bool SUM>
+inline void tn_rows(const T* A, const typename Row<T, N>::Vec* Gp, T* C, Index P, Index n, Index p, T* colsum) {
+    using R = Row<T, N>;
+    using Vec = typename R::Vec;
+    constexpr int V = R::V;
+    Vec acc[RR][V] = {};
+    Vec sum[V] = {};
+    for (Index i = 0; i < n; ++i) {
+        const Vec* g = Gp + i * V;
+        if (SUM)
+            for (int v = 0; v < V; ++v) sum[v] += g[v];
+        for (int r = 0; r < RR; ++r) {
+            const T a = A[i * P + p + r];
+            for (int v = 0; v < V; ++v) acc[r][v] += a * g[v];
+        }
+    }
+    for (int r = 0; r < RR; ++r) R::store(acc[r], C + (p + r) * N);
+    if (SUM) R::store(sum, colsum);
+}
+
+// C (P x N) = Aᵀ G with A (n x P), G (n x N): the weight gradient dW = A_prevᵀ G. With colsum,
+// also the bias gradient db = 1ᵀ G, summed in the same sweep over G (rows added in order, as
+// numpy's sum(axis=0) adds them), where it rides along the multiply-add chains for free.
+template <class T, int N, int RR>
+inline void tn_block(const T* A, const typename Row<T, N>::Vec* Gp, T* C, Index P, Index n, Index p, T* colsum) {
+    if (colsum != nullptr)
+        tn_rows<T, N, RR, true>(A, Gp, C, P, n, p, colsum);
+    else
+        tn_rows<T, N, RR, false>(A, Gp, C, P, n, p, nullptr);
+}
+
+template <class T, int N>
+void tn(const T* A, const T* G, T* C, Index P, Index n, T* colsum) {
+    using R = Row<T, N>;
+    const typename R::Vec* Gp = R::pack(G, n);
+    // Output rows in blocks of 8, then 4, 2, 1: each block is one sweep over G with that many
+    // independent chains (P = 10 is two sweeps, not four). The first sweep also sums 1ᵀ G.
+    Index p = 0;
+    for (; p + 8 <= P; p += 8, colsum = nullptr) tn_block<T, N, 8>(A, Gp, C, P, n, p, colsum);
+    if (p + 4 <= P) tn_block<T, N, 4>(A, Gp, C, P, n, p, colsum), p += 4, colsum = nullptr;
+    if (p + 2 <= P) tn_block<T, N, 2>(A, Gp, C, P, n, p, colsum), p += 2, colsum = nullptr;
+    if (p < P) tn_block<T, N, 1>(A, Gp, C, P, n, p, colsum);
+}
+
+template <class T, int N>
+void nn_dispatch(Index width, const T* A, const T* B, T* C, Index m, Index k, bool B_transposed, const T* b) {
+    if constexpr (N <= kMaxWidth) {
+        if (width == N) return nn<T, N>(A, B, C, m, k, B_transposed, b);
+        return nn_dispatch<T, N + 1>(width, A, B, C, m, k, B_transposed, b);
+    }
+}
+
+template <class T, int N>
+void tn_dispatch(Index width, const T* A, const T* G, T* C, Index P, Index n, T* colsum) {
+    if constexpr (N <= kMaxWidth) {
+        if (width == N) return tn<T, N>(A, G, C, P, n, colsum);
+        return tn_dispatch<T, N + 1>(width, A, G, C, P, n, colsum);
+    }
+}
+
+constexpr Index kMaxDepth = 256;          // the longest other dimension handled here
+constexpr Index kMaxWork = Index(1) << 21;  // m*n*k: beyond this a blocked product wins
+
+// Whether C = op(A) op(B) (op(A) m x k, op(B) k x n) is a product for these kernels.
+inline bool fits(bool trans_a, bool trans_b, Index m, Index n, Index k) {
+    if (n > kMaxWidth || n < 1 || k < 1 || m * n * k > kMaxWork) return false;
+    if (!trans_a) return k <= kMaxDepth;   // A W and G Wᵀ: k is the depth of B
+    return !trans_b && m <= kMaxDepth;     // Aᵀ G: m rows of output
+}
+
+// H (n x N) = A W + b, A (n x P), W (P x N): the forward product with the bias added on the way.
+template <class T>
+bool dense_product(const T* A, const T* W, const T* b, T* H, Index n, Index P, Index N) {
+    if (!fits(false, false, n, N, P)) return false;
+    nn_dispatch<T, 1>(N, A, W, H, n, P, false, b);
+    return true;
+}
+
+// dW (P x N) = Aᵀ G and db = 1ᵀ G in one sweep over G, A (n x P), G (n x N).
+template <class T>
+bool weight_grads(const T* A, const T* G, T* dW, T* db, Index n, Index P, Index N) {
+    if (!fits(true, false, P, N, n)) return false;
+    tn_dispatch<T, 1>(N, A, G, dW, P, n, db);
+    return true;
+}
+
+// Tries C = op(A) op(B) (alpha 1, beta 0) with a small kernel; false when the shape is not one.
+// op(A) is m x k, op(B) is k x n.
+template <class T>
+bool gemm(bool trans_a, bool trans_b, Index m, Index n, Index k, const T* A, const T* B, T* C) {
+    if (!fits(trans_a, trans_b, m, n, k)) return false;
+    if (!trans_a && !trans_b) {  // the forward product A W
+        nn_dispatch<T, 1>(n, A, B, C, m, k, false, static_cast<const T*>(nullptr));
+        return true;
+    }
+    if (trans_a && !trans_b) {  // dW = Aᵀ G: A is k x m, reduce over k
+        tn_dispatch<T, 1>(n, A, B, C, m, k, static_cast<T*>(nullptr));
+        return true;
+    }
+    if (!trans_a && trans_b) {  // G Wᵀ: B is n x k, packed transposed
+        nn_dispatch<T, 1>(n, A, B, C, m, k, true, static_cast<const T*>(nullptr));
+        return true;
+    }
+    return false;
+}
+
+}  // namespace small
+}  // namespace backprop
