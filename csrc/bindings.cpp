@@ -646,13 +646,15 @@ PYBIND11_MODULE(_cpu, m) {
     m.def("get_num_threads", &get_num_threads);
     m.def(
         "load_blas",
-        [](const std::string& path, const std::string& prefix) {
-            std::string err = Blas::instance().load(path, prefix);
+        [](const std::string& path, const std::string& prefix, const std::string& suffix, bool ilp64) {
+            std::string err = Blas::instance().load(path, prefix, suffix, ilp64);
             if (!err.empty()) throw py::value_error(err);
             if (g_num_threads > 0) Blas::instance().set_num_threads(g_num_threads);
         },
-        py::arg("path"), py::arg("prefix") = "scipy_",
-        "Routes large products to the OpenBLAS in `path` (symbols `<prefix>cblas_sgemm`, ...).");
+        py::arg("path"), py::arg("prefix") = "scipy_", py::arg("suffix") = "", py::arg("ilp64") = false,
+        "Routes large products to the OpenBLAS in `path` (symbols `<prefix>cblas_sgemm<suffix>`, ...;\n"
+        "ilp64: 64-bit integer arguments).");
+    m.def("unload_blas", []() { Blas::instance().unload(); }, "Every product in Eigen from now on.");
     m.def("blas_path", []() { return Blas::instance().path; }, "The OpenBLAS in use, or '' (Eigen only).");
     m.def(
         "set_gemm_threshold", [](long long t) { Blas::instance().threshold.store(t); }, py::arg("multiply_adds"),

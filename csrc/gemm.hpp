@@ -3,7 +3,7 @@
 // Products with a narrow output (at most 16 wide, the Raissi network's 100x10x10) run in the
 // register-blocked kernels of small_gemm.hpp; other small products in Eigen: no library call,
 // no threads. Large products go to OpenBLAS (the scipy-openblas32 wheel, the same
-// build numpy ships), loaded at run time with dlopen: on this kind of machine Eigen 3.4's own
+// build numpy ships; numpy's own copy when it has one), loaded at run time with dlopen: on this kind of machine Eigen 3.4's own
 // product reaches 64-71% of the FP32 peak where OpenBLAS reaches 81-87%. OpenBLAS is optional:
 // without it every product runs in Eigen (single-threaded), with the same results to rounding.
 #pragma once
@@ -13,71 +13,93 @@
 #include <atomic>
 #include <cstdint>
 #include <string>
+#include <type_traits>
 
 #include "common.hpp"
 #include "small_gemm.hpp"
 
 namespace backprop {
 
-// The OpenBLAS entry points, found by name in a shared library chosen at run time.
+// The OpenBLAS entry points, found by name in a shared library chosen at run time: numpy's own
+// OpenBLAS when numpy bundles one (64-bit integers, symbols like scipy_cblas_sgemm64_), so that
+// numpy and this backend share ONE thread pool, else the scipy-openblas32 wheel's.
 struct Blas {
-    // cblas_?gemm with 32-bit integers (blasint = int), CBLAS enums as ints.
-    using sgemm_t = void (*)(int, int, int, int, int, int, float, const float*, int, const float*, int,
-                             float, float*, int);
-    using dgemm_t = void (*)(int, int, int, int, int, int, double, const double*, int, const double*,
-                             int, double, double*, int);
+    // cblas_?gemm, CBLAS enums as ints, with 32-bit (LP64) or 64-bit (ILP64) integers.
+    template <class T, class I>
+    using gemm_t = void (*)(int, int, int, I, I, I, T, const T*, I, const T*, I, T, T*, I);
     using set_threads_t = void (*)(int);
     using get_threads_t = int (*)();
 
-    sgemm_t sgemm = nullptr;
-    dgemm_t dgemm = nullptr;
+    gemm_t<float, int> sgemm32 = nullptr;
+    gemm_t<double, int> dgemm32 = nullptr;
+    gemm_t<float, std::int64_t> sgemm64 = nullptr;
+    gemm_t<double, std::int64_t> dgemm64 = nullptr;
     set_threads_t set_num_threads = nullptr;
     get_threads_t get_num_threads = nullptr;
     std::string path;
     // Products with m*n*k below this many multiply-adds stay in Eigen.
     std::atomic<long long> threshold{40000};
 
-    bool loaded() const { return sgemm != nullptr && dgemm != nullptr; }
+    bool loaded() const { return sgemm32 != nullptr || sgemm64 != nullptr; }
 
     static Blas& instance() {
         static Blas blas;
         return blas;
     }
 
-    // Loads `lib` and finds `<prefix>cblas_sgemm`, ... in it. Returns an error message or "".
-    std::string load(const std::string& lib, const std::string& prefix) {
+    // Loads `lib` and finds `<prefix>cblas_sgemm<suffix>`, ... in it (ilp64: 64-bit integers).
+    // Returns an error message, or "" once the products are routed there.
+    std::string load(const std::string& lib, const std::string& prefix, const std::string& suffix, bool ilp64) {
         void* handle = dlopen(lib.c_str(), RTLD_NOW | RTLD_LOCAL);
         if (handle == nullptr) {
             const char* err = dlerror();
             return std::string("cannot load ") + lib + ": " + (err ? err : "unknown error");
         }
-        auto find = [&](const char* name) { return dlsym(handle, (prefix + name).c_str()); };
-        auto s = reinterpret_cast<sgemm_t>(find("cblas_sgemm"));
-        auto d = reinterpret_cast<dgemm_t>(find("cblas_dgemm"));
+        auto find = [&](const char* name) { return dlsym(handle, (prefix + name + suffix).c_str()); };
+        void* s = find("cblas_sgemm");
+        void* d = find("cblas_dgemm");
         auto st = reinterpret_cast<set_threads_t>(find("openblas_set_num_threads"));
         auto gt = reinterpret_cast<get_threads_t>(find("openblas_get_num_threads"));
-        if (!s || !d || !st || !gt) return lib + " lacks " + prefix + "cblas_sgemm/dgemm or thread control";
-        sgemm = s;
-        dgemm = d;
+        if (!s || !d || !st || !gt)
+            return lib + " lacks " + prefix + "cblas_sgemm" + suffix + ", cblas_dgemm or the thread controls";
+        sgemm32 = nullptr, dgemm32 = nullptr, sgemm64 = nullptr, dgemm64 = nullptr;
+        if (ilp64) {
+            dgemm64 = reinterpret_cast<gemm_t<double, std::int64_t>>(d);
+            sgemm64 = reinterpret_cast<gemm_t<float, std::int64_t>>(s);
+        } else {
+            dgemm32 = reinterpret_cast<gemm_t<double, int>>(d);
+            sgemm32 = reinterpret_cast<gemm_t<float, int>>(s);
+        }
         set_num_threads = st;
         get_num_threads = gt;
         path = lib;
         return "";
+    }
+
+    void unload() {
+        sgemm32 = nullptr, dgemm32 = nullptr, sgemm64 = nullptr, dgemm64 = nullptr;
+        set_num_threads = nullptr, get_num_threads = nullptr;
+        path.clear();
     }
 };
 
 namespace detail {
 constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112;  // the CBLAS enum values
 
-inline void blas_gemm(bool ta, bool tb, int m, int n, int k, float alpha, const float* A, int lda,
-                      const float* B, int ldb, float beta, float* C, int ldc) {
-    Blas::instance().sgemm(kRowMajor, ta ? kTrans : kNoTrans, tb ? kTrans : kNoTrans, m, n, k, alpha,
-                           A, lda, B, ldb, beta, C, ldc);
-}
-inline void blas_gemm(bool ta, bool tb, int m, int n, int k, double alpha, const double* A, int lda,
-                      const double* B, int ldb, double beta, double* C, int ldc) {
-    Blas::instance().dgemm(kRowMajor, ta ? kTrans : kNoTrans, tb ? kTrans : kNoTrans, m, n, k, alpha,
-                           A, lda, B, ldb, beta, C, ldc);
+template <class T>
+inline void blas_gemm(bool ta, bool tb, Index m, Index n, Index k, T alpha, const T* A, Index lda, const T* B,
+                      Index ldb, T beta, T* C, Index ldc) {
+    const Blas& blas = Blas::instance();
+    const int opa = ta ? kTrans : kNoTrans, opb = tb ? kTrans : kNoTrans;
+    if constexpr (std::is_same<T, float>::value) {
+        if (blas.sgemm64)
+            return blas.sgemm64(kRowMajor, opa, opb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+        blas.sgemm32(kRowMajor, opa, opb, int(m), int(n), int(k), alpha, A, int(lda), B, int(ldb), beta, C, int(ldc));
+    } else {
+        if (blas.dgemm64)
+            return blas.dgemm64(kRowMajor, opa, opb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+        blas.dgemm32(kRowMajor, opa, opb, int(m), int(n), int(k), alpha, A, int(lda), B, int(ldb), beta, C, int(ldc));
+    }
 }
 
 // The Eigen product, op(A) op(B) with op chosen at compile time so Eigen sees plain expressions.
@@ -101,9 +123,10 @@ inline void gemm(bool trans_a, bool trans_b, Index m, Index n, Index k, T alpha,
     if (m == 0 || n == 0) return;
     if (alpha == T(1) && beta == T(0) && small::gemm<T>(trans_a, trans_b, m, n, k, A, B, C)) return;
     Blas& blas = Blas::instance();
-    if (blas.loaded() && k > 0 && m * n * k >= blas.threshold.load(std::memory_order_relaxed)) {
-        detail::blas_gemm(trans_a, trans_b, int(m), int(n), int(k), alpha, A, int(trans_a ? m : k), B,
-                          int(trans_b ? k : n), beta, C, int(n));
+    const bool int32_ok = blas.sgemm64 != nullptr || (m < (Index(1) << 31) / 2 && n < (Index(1) << 31) / 2 &&
+                                                      k < (Index(1) << 31) / 2);
+    if (blas.loaded() && k > 0 && int32_ok && m * n * k >= blas.threshold.load(std::memory_order_relaxed)) {
+        detail::blas_gemm<T>(trans_a, trans_b, m, n, k, alpha, A, trans_a ? m : k, B, trans_b ? k : n, beta, C, n);
         return;
     }
     MatMap<T> Cm(C, m, n);

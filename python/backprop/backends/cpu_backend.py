@@ -7,10 +7,12 @@ kernel runs, so no input is ever mis-read; it then works in place on the caller'
 copies) with the GIL released. Non-finite values are not an error at this level (IEEE arithmetic:
 NaN in, NaN out); the model frontend rejects non-finite training data.
 
-Large matrix products go to OpenBLAS from the ``scipy-openblas32`` wheel (loaded at import), small
-ones and all elementwise work stay in Eigen. ``BACKPROP_CPU_BLAS=eigen`` keeps every product in
-Eigen; ``BACKPROP_CPU_BLAS=/path/libopenblas.so`` picks another OpenBLAS (symbols ``cblas_sgemm``;
-set ``BACKPROP_CPU_BLAS_PREFIX`` for prefixed builds).
+Large matrix products go to OpenBLAS, loaded at import: numpy's own copy when numpy bundles one
+(one thread pool shared with numpy), else the ``scipy-openblas32`` wheel's. Narrow and small
+products and all elementwise work stay in this module's kernels and Eigen, on the calling thread.
+``BACKPROP_CPU_BLAS`` overrides the choice: ``eigen`` (every product in Eigen), ``numpy``,
+``wheel`` (scipy-openblas32), or a path to an OpenBLAS (with ``BACKPROP_CPU_BLAS_PREFIX`` and
+``BACKPROP_CPU_BLAS_SUFFIX`` for its symbol names).
 
 Beyond the protocol, ``make_trainer`` builds the fused whole-step path: a native object that runs
 forward, loss, backward, penalty and update for a batch (or an epoch of batches) in one call, on
@@ -36,13 +38,20 @@ except ImportError as exc:  # the extension was not built
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-def _find_openblas():
-    """(path, symbol prefix) of the OpenBLAS to use for large products, or None for Eigen only."""
-    choice = os.environ.get("BACKPROP_CPU_BLAS", "").strip()
-    if choice.lower() == "eigen":
-        return None
-    if choice:
-        return choice, os.environ.get("BACKPROP_CPU_BLAS_PREFIX", "")
+def _numpy_openblas():
+    """numpy's own OpenBLAS (the wheels bundle scipy-openblas64 in numpy.libs), or None."""
+    import glob
+
+    libs = os.path.join(os.path.dirname(os.path.dirname(np.__file__)), "numpy.libs")
+    for path in sorted(glob.glob(os.path.join(libs, "libscipy_openblas64_*.so*"))):
+        return path, "scipy_", "64_", True
+    for path in sorted(glob.glob(os.path.join(libs, "libscipy_openblas*.so*"))):
+        return path, "scipy_", "", False
+    return None
+
+
+def _wheel_openblas():
+    """OpenBLAS from the scipy-openblas32 wheel, or None."""
     try:
         import scipy_openblas32
     except ImportError:
@@ -52,23 +61,44 @@ def _find_openblas():
     for candidate in (f"lib{name}.so", f"lib{name}.dylib", f"{name}.dll"):
         path = os.path.join(lib_dir, candidate)
         if os.path.exists(path):
-            return path, "scipy_"
+            return path, "scipy_", "", False
     return None
 
 
+def _blas_candidates():
+    """The OpenBLAS libraries to try for large products, best first.
+
+    numpy's own OpenBLAS comes first: numpy and this backend then share one thread pool, so
+    neither pool's threads spin on a core the other needs (the busy-wait stall, see README).
+    """
+    choice = os.environ.get("BACKPROP_CPU_BLAS", "").strip()
+    if choice.lower() == "eigen":
+        return []
+    if choice.lower() == "numpy":
+        return [c for c in (_numpy_openblas(),) if c]
+    if choice.lower() in ("wheel", "scipy-openblas32"):
+        return [c for c in (_wheel_openblas(),) if c]
+    if choice:
+        prefix = os.environ.get("BACKPROP_CPU_BLAS_PREFIX", "")
+        suffix = os.environ.get("BACKPROP_CPU_BLAS_SUFFIX", "")
+        return [(choice, prefix, suffix, suffix.startswith("64"))]
+    return [c for c in (_numpy_openblas(), _wheel_openblas()) if c]
+
+
 def _load_openblas():
-    found = _find_openblas()
-    if found is None:
-        return ""
-    try:
-        _cpu.load_blas(*found)
-    except ValueError as exc:  # a broken or foreign library: say so, keep Eigen
+    errors = []
+    for path, prefix, suffix, ilp64 in _blas_candidates():
+        try:
+            _cpu.load_blas(path, prefix, suffix, ilp64)
+            return path
+        except ValueError as exc:  # a broken or foreign library: try the next, then Eigen
+            errors.append(str(exc))
+    if errors:
         import warnings
 
-        warnings.warn(f"backprop cpu backend: {exc}; every product runs in Eigen", RuntimeWarning,
-                      stacklevel=3)
-        return ""
-    return found[0]
+        warnings.warn("backprop cpu backend: " + "; ".join(errors) + "; every product runs in Eigen",
+                      RuntimeWarning, stacklevel=3)
+    return ""
 
 
 BLAS_PATH = _load_openblas()
