@@ -15,10 +15,12 @@ from .gradcheck import gradcheck
 from .model import MLP, Grads
 from .standardize import Standardizer
 from .tensor import Tensor, einsum
+from .threads import get_num_threads, set_num_threads
 from .train import EarlyStopping, History, NonFiniteLossError, Trainer
 
 __version__ = "0.1.0"
 
 __all__ = ["MLP", "Grads", "History", "EarlyStopping", "NonFiniteLossError", "Trainer",
            "Standardizer", "Tensor", "einsum", "gradcheck", "optim", "tensor", "available_backends", "get_backend",
-           "why_unavailable", "BackendUnavailable", "__version__"]
+           "why_unavailable", "BackendUnavailable", "set_num_threads", "get_num_threads",
+           "__version__"]
