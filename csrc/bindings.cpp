@@ -14,10 +14,6 @@
 #include <string>
 #include <vector>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
 #include "common.hpp"
 #include "dense.hpp"
 #include "elementwise.hpp"
@@ -596,20 +592,12 @@ void set_num_threads(int n) {
     g_num_threads = n;
     Blas& blas = Blas::instance();
     if (blas.loaded()) blas.set_num_threads(n);
-#ifdef _OPENMP
-    omp_set_num_threads(n);
-#endif
 }
 
 int get_num_threads() {
     Blas& blas = Blas::instance();
     if (blas.loaded()) return blas.get_num_threads();
-    if (g_num_threads > 0) return g_num_threads;
-#ifdef _OPENMP
-    return omp_get_max_threads();
-#else
-    return 1;
-#endif
+    return g_num_threads > 0 ? g_num_threads : 1;  // Eigen only: every kernel on the calling thread
 }
 
 }  // namespace
@@ -642,7 +630,7 @@ PYBIND11_MODULE(_cpu, m) {
     bind_trainer<double>(m, "Trainer64");
 
     m.def("set_num_threads", &set_num_threads, py::arg("n"),
-          "Threads for the products (OpenBLAS) and any OpenMP loop.");
+          "Threads for the large products (OpenBLAS's pool); everything else runs on the calling thread.");
     m.def("get_num_threads", &get_num_threads);
     m.def(
         "load_blas",
@@ -660,13 +648,6 @@ PYBIND11_MODULE(_cpu, m) {
         "set_gemm_threshold", [](long long t) { Blas::instance().threshold.store(t); }, py::arg("multiply_adds"),
         "Products with m*n*k below this stay in Eigen.");
     m.def("get_gemm_threshold", []() { return Blas::instance().threshold.load(); });
-    m.attr("openmp") = py::bool_(
-#ifdef _OPENMP
-        true
-#else
-        false
-#endif
-    );
     m.attr("eigen_version") = std::to_string(EIGEN_WORLD_VERSION) + "." + std::to_string(EIGEN_MAJOR_VERSION) + "." +
                               std::to_string(EIGEN_MINOR_VERSION);
 }

@@ -105,7 +105,7 @@ BLAS_PATH = _load_openblas()
 
 
 def set_num_threads(n):
-    """Threads for the cpu backend's products (OpenBLAS) and OpenMP loops."""
+    """Threads for the cpu backend's large products (OpenBLAS's pool, numpy's when shared)."""
     _cpu.set_num_threads(int(n))
 
 
