@@ -101,35 +101,51 @@ void nn(const T* A, const T* B, T* C, Index m, Index k, bool B_transposed, const
 }
 
 // RR rows p..p+RR-1 of C = Aᵀ G (G packed), and with SUM the column sums 1ᵀ G in the same sweep.
-template <class T, int N, int RR, bool SUM>
+// S interleaved partial sums over the samples keep RR * S multiply-add chains in flight, so a
+// block of one or two rows is not bound by the latency of a chain n long.
+template <class T, int N, int RR, int S, bool SUM>
 inline void tn_rows(const T* A, const typename Row<T, N>::Vec* Gp, T* C, Index P, Index n, Index p, T* colsum) {
     using R = Row<T, N>;
     using Vec = typename R::Vec;
     constexpr int V = R::V;
-    Vec acc[RR][V] = {};
-    Vec sum[V] = {};
-    for (Index i = 0; i < n; ++i) {
+    Vec acc[S][RR][V] = {};
+    Vec sum[S][V] = {};
+    Index i = 0;
+    for (; i + S <= n; i += S)
+        for (int s = 0; s < S; ++s) {
+            const Vec* g = Gp + (i + s) * V;
+            if (SUM)
+                for (int v = 0; v < V; ++v) sum[s][v] += g[v];
+            for (int r = 0; r < RR; ++r) {
+                const T a = A[(i + s) * P + p + r];
+                for (int v = 0; v < V; ++v) acc[s][r][v] += a * g[v];
+            }
+        }
+    for (; i < n; ++i) {  // the last n % S samples
         const Vec* g = Gp + i * V;
         if (SUM)
-            for (int v = 0; v < V; ++v) sum[v] += g[v];
+            for (int v = 0; v < V; ++v) sum[0][v] += g[v];
         for (int r = 0; r < RR; ++r) {
             const T a = A[i * P + p + r];
-            for (int v = 0; v < V; ++v) acc[r][v] += a * g[v];
+            for (int v = 0; v < V; ++v) acc[0][r][v] += a * g[v];
         }
     }
-    for (int r = 0; r < RR; ++r) R::store(acc[r], C + (p + r) * N);
-    if (SUM) R::store(sum, colsum);
+    for (int s = 1; s < S; ++s)
+        for (int v = 0; v < V; ++v) {
+            for (int r = 0; r < RR; ++r) acc[0][r][v] += acc[s][r][v];
+            if (SUM) sum[0][v] += sum[s][v];
+        }
+    for (int r = 0; r < RR; ++r) R::store(acc[0][r], C + (p + r) * N);
+    if (SUM) R::store(sum[0], colsum);
 }
 
-// C (P x N) = Aᵀ G with A (n x P), G (n x N): the weight gradient dW = A_prevᵀ G. With colsum,
-// also the bias gradient db = 1ᵀ G, summed in the same sweep over G (rows added in order, as
-// numpy's sum(axis=0) adds them), where it rides along the multiply-add chains for free.
 template <class T, int N, int RR>
 inline void tn_block(const T* A, const typename Row<T, N>::Vec* Gp, T* C, Index P, Index n, Index p, T* colsum) {
+    constexpr int S = RR >= 8 ? 1 : 8 / RR;  // about 8 chains per block
     if (colsum != nullptr)
-        tn_rows<T, N, RR, true>(A, Gp, C, P, n, p, colsum);
+        tn_rows<T, N, RR, S, true>(A, Gp, C, P, n, p, colsum);
     else
-        tn_rows<T, N, RR, false>(A, Gp, C, P, n, p, nullptr);
+        tn_rows<T, N, RR, S, false>(A, Gp, C, P, n, p, nullptr);
 }
 
 template <class T, int N>
