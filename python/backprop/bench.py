@@ -161,6 +161,11 @@ class _TorchRunner:
 
 
 def _torch_available():
+    # PyTorch's OpenMP threads (its own libgomp) spin after every op; alternating with numpy's and
+    # the cpu backend's OpenBLAS threads on a 2-core machine, the spinning pools starve each other
+    # (measured: a 0.4 ms cpu step took 55 ms, PyTorch's own Raissi step 5 ms). A passive wait
+    # policy, read when torch loads libgomp, stops that; an OMP_WAIT_POLICY the user set wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         import torch  # noqa: F401
     except ImportError as exc:
