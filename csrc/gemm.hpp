@@ -12,6 +12,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <type_traits>
 
@@ -123,8 +124,8 @@ inline void gemm(bool trans_a, bool trans_b, Index m, Index n, Index k, T alpha,
     if (m == 0 || n == 0) return;
     if (alpha == T(1) && beta == T(0) && small::gemm<T>(trans_a, trans_b, m, n, k, A, B, C)) return;
     Blas& blas = Blas::instance();
-    const bool int32_ok = blas.sgemm64 != nullptr || (m < (Index(1) << 31) / 2 && n < (Index(1) << 31) / 2 &&
-                                                      k < (Index(1) << 31) / 2);
+    constexpr Index kIntMax = std::numeric_limits<int>::max();  // an LP64 BLAS takes int sizes
+    const bool int32_ok = blas.sgemm64 != nullptr || (m <= kIntMax && n <= kIntMax && k <= kIntMax);
     if (blas.loaded() && k > 0 && int32_ok && m * n * k >= blas.threshold.load(std::memory_order_relaxed)) {
         detail::blas_gemm<T>(trans_a, trans_b, m, n, k, alpha, A, trans_a ? m : k, B, trans_b ? k : n, beta, C, n);
         return;
