@@ -26,6 +26,7 @@ import os
 import numpy as np
 
 from .base import Backend, BackendUnavailable
+from .numpy_backend import HostMemory
 
 try:
     from backprop import _cpu
@@ -121,26 +122,8 @@ def _dtype_of(x, name):
     return x.dtype
 
 
-class CpuBackend(Backend):
+class CpuBackend(HostMemory, Backend):
     name = "cpu"
-
-    # ---- memory -----------------------------------------------------------------------
-
-    def asarray(self, x, dtype):
-        """The documented conversion: a C-contiguous array of ``dtype`` (no copy when it is one)."""
-        return np.ascontiguousarray(x, dtype=dtype)
-
-    def to_numpy(self, x):
-        return np.asarray(x)
-
-    def zeros(self, shape, dtype):
-        return np.zeros(shape, dtype=dtype)
-
-    def empty(self, shape, dtype):
-        return np.empty(shape, dtype=dtype)
-
-    def synchronize(self):
-        pass
 
     # ---- the matrix product -----------------------------------------------------------
 

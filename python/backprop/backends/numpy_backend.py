@@ -20,12 +20,11 @@ def _into(out, value):
     return out
 
 
-class NumpyBackend(Backend):
-    name = "numpy"
-
-    # ---- memory -----------------------------------------------------------------------
+class HostMemory:
+    """The memory kernels of a backend whose arrays are numpy arrays in host memory."""
 
     def asarray(self, x, dtype):
+        """A C-contiguous array of ``dtype`` holding x (no copy when x already is one)."""
         return np.ascontiguousarray(x, dtype=dtype)
 
     def to_numpy(self, x):
@@ -39,6 +38,10 @@ class NumpyBackend(Backend):
 
     def synchronize(self):
         pass
+
+
+class NumpyBackend(HostMemory, Backend):
+    name = "numpy"
 
     # ---- the matrix product -----------------------------------------------------------
 
