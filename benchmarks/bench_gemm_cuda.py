@@ -73,9 +73,9 @@ def gemm_rows(sizes, dtype, repeat):
 
 
 def launch_counts():
-    """Kernel launches per training step (Trainer.step with SGD, as `backprop bench`)."""
+    """Launches per training step (Trainer.step with SGD on a fixed batch, as `backprop bench`):
+    the kernel-by-kernel path against the fused path (one CUDA graph replay per step)."""
     from backprop.backends import get_backend
-    from backprop.backends.cuda_backend import GraphTrainStep
     from backprop.bench import CONFIGS, make_data
     from backprop.model import MLP
     from backprop.optim import SGD
@@ -83,21 +83,22 @@ def launch_counts():
     import cupy
 
     bk = get_backend("cuda")
-    print(f"\n{'config':>8} {'launches/step':>14} {'eager us/step':>14} {'graph us/step':>14} {'kernels in graph':>17}")
+    print(f"\n{'config':>8} {'eager launches':>15} {'graph launches':>15} {'eager us/step':>14} "
+          f"{'graph us/step':>14} {'kernels in graph':>17}")
     for name, config in CONFIGS.items():
         X, Y = make_data(config)
-        net = MLP(config.layers, activation=config.activation, backend="cuda", seed=0)
-        trainer = Trainer(net, config.loss, SGD(lr=1e-4))
-        Xb, Yb = net._input(X), net._target(Y, config.batch, config.loss)
-        trainer.step(Xb, Yb)
-        before = bk.launches
-        trainer.step(Xb, Yb)
-        per_step = bk.launches - before
-        eager = timed(cupy, lambda: trainer.step(Xb, Yb), 50)
-        graph = GraphTrainStep(trainer, Xb, Yb)
-        graph()
-        replay = timed(cupy, lambda: graph(), 50)
-        print(f"{name:>8} {per_step:>14} {eager * 1e6:>14.1f} {replay * 1e6:>14.1f} {graph.kernels:>17}")
+        row = []
+        for fused in (False, True):
+            net = MLP(config.layers, activation=config.activation, backend="cuda", seed=0)
+            trainer = Trainer(net, config.loss, SGD(lr=1e-4), fused=fused)
+            Xb, Yb = net._input(X), net._target(Y, config.batch, config.loss)
+            trainer.step(Xb, Yb)  # compiles, captures
+            before = bk.launches
+            trainer.step(Xb, Yb)
+            row.append((bk.launches - before, timed(cupy, lambda: trainer.step(Xb, Yb), 50), trainer))
+        kernels = max(g.graph.kernels for g in row[1][2].native()._graphs.values())
+        print(f"{name:>8} {row[0][0]:>15} {row[1][0]:>15} {row[0][1] * 1e6:>14.1f} "
+              f"{row[1][1] * 1e6:>14.1f} {kernels:>17}")
 
 
 def main():

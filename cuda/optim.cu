@@ -7,10 +7,16 @@
 // SGD with momentum (PyTorch's form):
 //   v = momentum v + g;   step = g + momentum v (nesterov) or v;   param -= lr step
 // velocity == nullptr: plain gradient descent, param -= lr g.
+// hyper != nullptr: lr is read from hyper[0] (a device array, so a replayed CUDA graph uses the
+// current rate); skip != nullptr: nothing is updated when *skip != 0 (a graph-replayed step whose
+// loss was not finite).
 template <typename T>
 __device__ __forceinline__ void bp_sgd_update(T* __restrict__ param, const T* __restrict__ grad,
                                               T* __restrict__ velocity, long long n, T lr,
-                                              T momentum, int nesterov) {
+                                              T momentum, int nesterov, const T* __restrict__ hyper,
+                                              const long long* __restrict__ skip) {
+    if (skip != nullptr && *skip != 0) return;
+    if (hyper != nullptr) lr = hyper[0];
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
          i += (long long)gridDim.x * blockDim.x) {
         const T g = grad[i];
@@ -29,12 +35,14 @@ __device__ __forceinline__ void bp_sgd_update(T* __restrict__ param, const T* __
 //   param -= lr (m / bc1) / (sqrt(v / bc2) + eps),   bc1 = 1 - β1^step, bc2 = 1 - β2^step
 // The step-dependent scalars lr, bc1, bc2 are read from the device array hyper = [lr, bc1, bc2]
 // when hyper != nullptr (so a captured CUDA graph replays with the current step), else the
-// arguments are used.
+// arguments are used. skip != nullptr: nothing is updated when *skip != 0.
 template <typename T>
 __device__ __forceinline__ void bp_adam_update(T* __restrict__ param, const T* __restrict__ grad,
                                                T* __restrict__ m, T* __restrict__ v, long long n,
                                                T lr, T beta1, T beta2, T eps, T bc1, T bc2,
-                                               const T* __restrict__ hyper) {
+                                               const T* __restrict__ hyper,
+                                               const long long* __restrict__ skip) {
+    if (skip != nullptr && *skip != 0) return;
     if (hyper != nullptr) {
         lr = hyper[0];
         bc1 = hyper[1];
@@ -55,13 +63,16 @@ __device__ __forceinline__ void bp_adam_update(T* __restrict__ param, const T* _
     extern "C" __global__ void sgd_update_##SUFFIX(T* __restrict__ param,                      \
                                                    const T* __restrict__ grad,                 \
                                                    T* __restrict__ velocity, long long n, T lr, \
-                                                   T momentum, int nesterov) {                 \
-        bp_sgd_update<T>(param, grad, velocity, n, lr, momentum, nesterov);                    \
+                                                   T momentum, int nesterov,                   \
+                                                   const T* __restrict__ hyper,                \
+                                                   const long long* __restrict__ skip) {       \
+        bp_sgd_update<T>(param, grad, velocity, n, lr, momentum, nesterov, hyper, skip);       \
     }                                                                                          \
     extern "C" __global__ void adam_update_##SUFFIX(                                           \
         T* __restrict__ param, const T* __restrict__ grad, T* __restrict__ m, T* __restrict__ v, \
-        long long n, T lr, T beta1, T beta2, T eps, T bc1, T bc2, const T* __restrict__ hyper) { \
-        bp_adam_update<T>(param, grad, m, v, n, lr, beta1, beta2, eps, bc1, bc2, hyper);       \
+        long long n, T lr, T beta1, T beta2, T eps, T bc1, T bc2, const T* __restrict__ hyper, \
+        const long long* __restrict__ skip) {                                                  \
+        bp_adam_update<T>(param, grad, m, v, n, lr, beta1, beta2, eps, bc1, bc2, hyper, skip); \
     }
 
 BP_OPTIM(f32, float)

@@ -8,11 +8,13 @@ One training step on a batch (X, Y), in kernels:
     value += l1 Σ|W| + (l2/2) Σ W²;  dW += l1 sign(W) + l2 W     (weight_penalty, weights only)
     param -= update(grad)                         (sgd_update / adam_update)
 
-A backend with a fused whole-step path (``make_trainer``, the cpu backend) runs that same
-sequence in one native call per step, or per epoch of minibatches, over the model's own buffers:
+A backend with a fused whole-step path (``make_trainer``) runs that same sequence over the
+model's own buffers in one native call per step or per epoch of minibatches (the cpu backend), or
+as one CUDA graph replay per step with the epoch's losses read back once (the cuda backend):
 ``Trainer(..., fused=None)`` uses it whenever it covers the configuration (no dropout, a built-in
 optimizer), ``fused=False`` forces the kernel-by-kernel path, ``fused=True`` demands the fused one.
-Both give the same numbers (tests/backends/test_cpu_backend.py holds them together).
+Both give the same numbers (tests/backends/test_cpu_backend.py and test_cuda_fused.py hold them
+together).
 """
 
 from __future__ import annotations
@@ -223,7 +225,7 @@ def fit(net, X, Y, loss="mse", optimizer="adam", lr=1e-3, epochs=100, batch_size
     standardize: fit a Standardizer on X and attach it to the model (applied at predict too).
     seed: seeds shuffling and dropout masks.
     fused: None runs each epoch on the backend's fused path when it has one and it covers the
-        options (the cpu backend, no dropout); False forces the kernel-by-kernel path.
+        options (the cpu and cuda backends, no dropout); False forces the kernel-by-kernel path.
     verbose: show a progress bar (tqdm).
 
     If the loss becomes NaN or infinite, fit raises NonFiniteLossError naming the epoch and

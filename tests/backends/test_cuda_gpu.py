@@ -109,18 +109,19 @@ def test_predict_keeps_cupy_arrays_on_the_device(gpu):
     np.testing.assert_allclose(cupy.asnumpy(F_dev), net.predict(X), rtol=1e-6)
 
 
-def test_graph_train_step_matches_eager_on_gpu(gpu):
-    from backprop.backends.cuda_backend import GraphTrainStep
+def test_graph_trainer_matches_eager_on_gpu(gpu):
+    """fit on the fused path (a CUDA graph per step) against the kernel-by-kernel path."""
     rng = np.random.default_rng(4)
     X, Y = rng.normal(size=(100, 1)), rng.normal(size=(100, 1))
-    curves = []
-    for graph in (False, True):
+    results = []
+    for fused in (False, True):
         net = bp.MLP([1] + [10] * 10 + [1], backend="cuda", dtype="float64", seed=0)
-        tr = bp.Trainer(net, "sse", "adam", lr=1e-3)
-        Xb, Yb = net._input(X), net._target(Y, 100, "sse")
-        step = GraphTrainStep(tr, Xb, Yb) if graph else (lambda: tr.step(Xb, Yb))
-        curves.append([float(step()) for _ in range(20)])
-    np.testing.assert_allclose(curves[1], curves[0], rtol=1e-10)
+        history = net.fit(X, Y, loss="sse", optimizer="adam", lr=1e-3, epochs=5, batch_size=32,
+                          l2=1e-4, seed=0, fused=fused)
+        results.append((history.loss, net.weights))
+    np.testing.assert_allclose(results[1][0], results[0][0], rtol=1e-12)
+    for a, b in zip(results[0][1], results[1][1]):
+        np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-15)
 
 
 def test_cuda_errors_name_the_kernel(gpu):

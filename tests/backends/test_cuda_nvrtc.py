@@ -71,7 +71,8 @@ def test_every_launched_kernel_is_in_the_program():
     declared = set(re.findall(r"\b(\w+)_##SUFFIX\s*\(", source))
     gemm = {f"gemm_{c}_{o}" for c in "LMS" for o in ("nn", "tn", "nt", "tt")}
     launched = {"activation_forward", "activation_backward", "dropout", "colsum", "weight_penalty",
-                "loss_pointwise", "softmax_cross_entropy", "sgd_update", "adam_update"}
+                "loss_pointwise", "softmax_cross_entropy", "sgd_update", "adam_update",
+                "train_batch_in", "train_step_end"}
     assert launched <= declared
     assert "BP_GEMM_CONFIGS(f32, float)" in source and "BP_GEMM_CONFIGS(f64, double)" in source
     assert len(gemm) == 12

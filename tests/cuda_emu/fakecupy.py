@@ -159,6 +159,18 @@ class ndarray(numpy.lib.mixins.NDArrayOperatorsMixin):
     def get(self):
         return self._a.copy()
 
+    def set(self, arr, stream=None):
+        """A host-to-device copy into this (contiguous) array, as CuPy's ``ndarray.set``."""
+        arr = np.asarray(arr)
+        if not self._a.flags.c_contiguous:
+            raise RuntimeError("Cannot set to non-contiguous array")
+        if arr.shape != self._a.shape or arr.dtype != self._a.dtype:
+            raise ValueError(f"set: shape/dtype mismatch: {arr.shape} {arr.dtype} into "
+                             f"{self._a.shape} {self._a.dtype}")
+        if cuda._capturing is not None:
+            raise RuntimeError("a host-to-device copy while a stream captures a graph")
+        self._a[...] = arr
+
     def item(self):
         return self._a.item()
 

@@ -29,6 +29,7 @@ that way, with the kernels compiled by the host compiler).
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -119,12 +120,9 @@ class CudaBackend(Backend):
         self._sms = int(cp.cuda.Device().attributes.get("MultiProcessorCount", 1))
         self._partials = None   # MAX_PARTIALS doubles: block sums of the reducing kernels
         self._counter = None    # one unsigned int: blocks done, rearmed by the last block
-        self._capturing = False  # inside CudaBackend.capture: no allocations, device scalars
-        self._value_slots = []   # persistent 0-d results of loss/weight_penalty for graphs
-        self._slot = 0
-        self._recording = None
-        self._hyper = {}         # dtype -> device [lr, 1-β1^t, 1-β2^t] read by a captured Adam
-        self.graph_launches = 0
+        self._capturing = False  # a stream is capturing a graph: no allocations, no syncs
+        self.graph_launches = 0  # replays of captured graphs (each also counts in launches)
+        self.copies = 0          # host<->device copies of the graph trainer (also in launches)
 
     # ---- compilation and launches -------------------------------------------------------
 
@@ -149,28 +147,38 @@ class CudaBackend(Backend):
         fn = self._function(name)
         try:
             fn(grid, block, args)
-            if self.sync_each_launch:
+            if self.sync_each_launch and not self._capturing:
                 self.synchronize()
         except Exception as exc:
             raise CudaKernelError(f"cuda kernel {name!r} (grid {grid}, block {block}) failed: "
                                   f"{type(exc).__name__}: {exc}") from exc
         self.launches += 1
 
-    def _value(self):
-        """A 0-d float64 device array for a reduction's result: a new one normally, a
-        persistent slot while a graph is captured (the graph writes it at every replay)."""
-        if not self._capturing:
-            return self.cp.empty((), np.float64)
-        if self._recording is not None:  # the warm-up call of capture
-            value = self.cp.zeros((), np.float64)
-            self._recording.append(value)
+    def _value(self, kernel, value):
+        """The 0-d float64 device array a reduction writes its result into: ``value`` when the
+        caller gave one (a captured graph writes the same array at every replay), else a new one
+        (refused while a graph is captured: it cannot allocate)."""
+        if value is not None:
+            if not isinstance(value, self.cp.ndarray) or value.dtype != np.float64 or value.shape != ():
+                raise TypeError(f"cuda {kernel}: value must be a 0-d float64 array of the backend")
             return value
-        if self._slot == len(self._value_slots):
-            raise RuntimeError("cuda capture: a reduction ran during capture that did not run "
-                               "during the warm-up call")
-        value = self._value_slots[self._slot]
-        self._slot += 1
-        return value
+        if self._capturing:
+            raise RuntimeError(f"cuda {kernel} inside a captured graph needs value= (a 0-d float64 "
+                               "array the graph writes at every replay)")
+        return self.cp.empty((), np.float64)
+
+    def _upload(self, dst, host):
+        """dst (a contiguous device array) = host: one host-to-device copy, counted in launches."""
+        dst.set(np.ascontiguousarray(host, dtype=dst.dtype))
+        self.copies += 1
+        self.launches += 1
+
+    def _download(self, src):
+        """A host copy of src: one device-to-host copy (it waits for the work before it)."""
+        out = src.get()
+        self.copies += 1
+        self.launches += 1
+        return out
 
     def _workspace(self):
         if self._partials is None:
@@ -425,9 +433,10 @@ class CudaBackend(Backend):
 
     # ---- losses ---------------------------------------------------------------------------------
 
-    def loss(self, name, F, Y, G=None):
+    def loss(self, name, F, Y, G=None, value=None):
         """(value, G); value is a 0-d float64 CuPy array (``float(value)`` waits for it), so a
-        training step needs no host round trip until the caller reads it."""
+        training step needs no host round trip until the caller reads it; ``value``: the array
+        to write it into."""
         if name not in LOSSES:
             raise ValueError(f"unknown loss {name!r}; valid losses: {', '.join(LOSSES)}")
         dtype = self._check("loss", F=F, Y=Y)
@@ -439,7 +448,7 @@ class CudaBackend(Backend):
         n, k = F.shape
         if F.size == 0:
             return self.cp.zeros((), np.float64), G
-        value = self._value()  # written by the kernel's last block
+        value = self._value("loss", value)  # written by the kernel's last block
         partials, counter = self._workspace()
         T = dtype.type
         sfx = self._suffix(dtype)
@@ -459,12 +468,12 @@ class CudaBackend(Backend):
         return value, G
 
     # penalty = l1 Σ|W| + (l2/2) Σ W²,  dW += l1 sign(W) + l2 W; the value as a 0-d array
-    def weight_penalty(self, W, dW, l1, l2):
+    def weight_penalty(self, W, dW, l1, l2, value=None):
         dtype = self._check("weight_penalty", W=W, dW=dW)
         self._check_shape("weight_penalty", "dW", dW, W.shape)
         if W.size == 0:
             return self.cp.zeros((), np.float64)
-        value = self._value()  # written by the kernel's last block
+        value = self._value("weight_penalty", value)  # written by the kernel's last block
         partials, counter = self._workspace()
         T = dtype.type
         grid = (min(_blocks(W.size, THREADS), MAX_PARTIALS), 1, 1)
@@ -472,152 +481,375 @@ class CudaBackend(Backend):
                      (W, dW, np.int64(W.size), T(l1), T(l2), partials, counter, value))
         return value
 
+
     # ---- optimizer updates, in place -------------------------------------------------------------
 
-    def sgd_update(self, param, grad, velocity, lr, momentum=0.0, nesterov=False):
+    def _update_extras(self, kernel, dtype, hyper, skip):
+        """The device-side arguments of a graph-replayed update: hyper (T[3]) and skip (int64)."""
+        if hyper is not None:
+            self._check(kernel, hyper=hyper)
+            if hyper.dtype != dtype or hyper.size < 3:
+                raise ValueError(f"cuda {kernel}: hyper must be 3 values of the parameter's dtype")
+        if skip is not None and (not isinstance(skip, self.cp.ndarray) or skip.dtype != np.int64
+                                 or skip.size != 1):
+            raise TypeError(f"cuda {kernel}: skip must be one int64 of the backend")
+        return (_NULL if hyper is None else hyper), (_NULL if skip is None else skip)
+
+    def sgd_update(self, param, grad, velocity, lr, momentum=0.0, nesterov=False, hyper=None,
+                   skip=None):
+        """SGD; with ``hyper`` the kernel reads lr from hyper[0] (device memory), with ``skip``
+        (one int64 in device memory) it updates nothing when that is nonzero: a replayed CUDA
+        graph needs both."""
         arrays = {"param": param, "grad": grad}
         if velocity is not None:
             arrays["velocity"] = velocity
         dtype = self._check("sgd_update", **arrays)
         for label, x in arrays.items():
             self._check_shape("sgd_update", label, x, param.shape)
+        hyper, skip = self._update_extras("sgd_update", dtype, hyper, skip)
         if param.size == 0:
             return
         T = dtype.type
         self._launch(f"sgd_update_{self._suffix(dtype)}", self._grid_1d(param.size), (THREADS, 1, 1),
                      (param, grad, _NULL if velocity is None else velocity, np.int64(param.size),
-                      T(lr), T(momentum), np.int32(bool(nesterov))))
+                      T(lr), T(momentum), np.int32(bool(nesterov)), hyper, skip))
 
-    def adam_update(self, param, grad, m, v, lr, beta1, beta2, eps, step, hyper=None):
+    def adam_update(self, param, grad, m, v, lr, beta1, beta2, eps, step, hyper=None, skip=None):
         """Adam; with ``hyper`` (a device array [lr, 1-β1^t, 1-β2^t] of the param's dtype) the
-        kernel reads those three from device memory, which a replayed CUDA graph needs."""
+        kernel reads those three from device memory, with ``skip`` it updates nothing when that
+        int64 is nonzero (both for a replayed CUDA graph)."""
         dtype = self._check("adam_update", param=param, grad=grad, m=m, v=v)
         for label, x in (("grad", grad), ("m", m), ("v", v)):
             self._check_shape("adam_update", label, x, param.shape)
         if int(step) < 1:
             raise ValueError(f"cuda adam_update: step counts from 1; got {step}")
+        hyper, skip = self._update_extras("adam_update", dtype, hyper, skip)
         if param.size == 0:
             return
-        if hyper is None and self._capturing:  # the step changes at every replay
-            hyper = self._hyper_buffer(dtype)
         T = dtype.type
         self._launch(f"adam_update_{self._suffix(dtype)}", self._grid_1d(param.size), (THREADS, 1, 1),
                      (param, grad, m, v, np.int64(param.size), T(lr), T(beta1), T(beta2), T(eps),
-                      T(1.0 - beta1 ** step), T(1.0 - beta2 ** step),
-                      _NULL if hyper is None else hyper))
+                      T(1.0 - beta1 ** step), T(1.0 - beta2 ** step), hyper, skip))
 
     # ---- CUDA graphs ------------------------------------------------------------------------
-
-    def _hyper_buffer(self, dtype):
-        dtype = np.dtype(dtype)
-        if dtype not in self._hyper:
-            self._hyper[dtype] = self.cp.zeros((3,), dtype)
-        return self._hyper[dtype]
-
-    def set_adam_hyper(self, dtype, lr, beta1, beta2, step):
-        """Writes [lr, 1-β1^step, 1-β2^step] where a captured Adam update reads them."""
-        values = np.array([lr, 1.0 - beta1 ** step, 1.0 - beta2 ** step], dtype=dtype)
-        self._hyper_buffer(dtype)[...] = self.cp.asarray(values)
 
     def capture(self, fn):
         """A CUDA graph of the kernels ``fn()`` launches.
 
-        ``fn`` runs once normally first (it compiles the kernels and allocates every buffer; a
-        function that allocates on its second call cannot be captured), then once more on a
-        capturing stream, where nothing runs: the kernels are recorded. While capturing, loss
-        and weight_penalty write their values into persistent 0-d arrays (written again at every
-        replay) and adam_update reads lr and its bias corrections from the device array that
-        ``set_adam_hyper`` fills. Returns a graph whose ``launch()`` replays the kernels.
+        ``fn`` runs once normally first (it compiles the kernels and allocates the backend's
+        workspace), then once more on a capturing stream, where nothing runs: the kernels are
+        recorded with their arguments. Nothing may allocate during the capture (reductions need
+        ``value=``). Returns a graph whose ``launch()`` replays the kernels on the current stream;
+        ``launches`` counts the warm-up's kernels and one launch per replay, not the recording.
         """
-        # a blocking stream: work on the default stream (copies of the values, set_adam_hyper)
-        # stays ordered with the replays
+        fn()  # the warm-up: kernels compiled, workspace allocated
+        self.synchronize()
         stream = self.cp.cuda.Stream(non_blocking=False)
+        before = self.launches
         with stream:
-            self._capturing, self._recording = True, []
+            self._capturing = True
             try:
-                fn()  # the warm-up: kernels compiled, buffers and value slots allocated
-                self._value_slots, self._recording, self._slot = self._recording, None, 0
-                stream.synchronize()
-                before = self.launches
                 stream.begin_capture()
                 try:
                     fn()
                 finally:
                     graph = stream.end_capture()
-                kernels = self.launches - before
             finally:
-                self._capturing, self._recording = False, None
-        return _Graph(self, graph, stream, kernels, list(self._value_slots))
+                self._capturing = False
+                kernels = self.launches - before
+                self.launches = before
+        return _Graph(self, graph, kernels)
+
+    # ---- the fused whole-step path ------------------------------------------------------------
+
+    def make_trainer(self, W, b, dW, db, activations, loss, optimizer="sgd", state1=(), state2=(),
+                     lr=0.01, momentum=0.0, beta1=0.9, beta2=0.999, eps=1e-8, t=0, l1=0.0, l2=0.0):
+        """A trainer over the given buffers (lists, one entry per dense layer) that replays each
+        training step as a CUDA graph; the same arguments and semantics as the cpu backend's
+        ``make_trainer`` (see GraphTrainer)."""
+        return GraphTrainer(self, W, b, dW, db, activations, loss, optimizer, state1, state2,
+                            lr=lr, momentum=momentum, beta1=beta1, beta2=beta2, eps=eps, t=t,
+                            l1=l1, l2=l2)
 
 
 class _Graph:
     """A captured sequence of kernels; ``launch()`` replays it (one graph launch)."""
 
-    def __init__(self, backend, graph, stream, kernels, values):
-        self.backend, self.graph, self.stream = backend, graph, stream
-        self.kernels = kernels  # kernels in the graph: the launches one replay stands for
-        self.values = values    # the 0-d results (loss, penalties) the replay writes
+    def __init__(self, backend, graph, kernels):
+        self.backend, self.graph = backend, graph
+        self.kernels = kernels  # kernels in the graph
 
     def launch(self):
-        self.graph.launch(self.stream)
+        self.graph.launch(self.backend.cp.cuda.get_current_stream())
         self.backend.graph_launches += 1
-        return self.values
+        self.backend.launches += 1
 
 
-class GraphTrainStep:
-    """One training step of an MLP (forward, loss, backward, penalty, optimizer update) as a
-    CUDA graph: one launch from the host per step instead of one per kernel.
+# the control block of GraphTrainer, int64 words (see cuda/train.cu)
+_CTL_X, _CTL_Y, _CTL_ORDER, _CTL_IDX, _CTL_STOP, _CTL_DRY, _CTL_LOSSES = range(7)
+_OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam")
 
-        step = GraphTrainStep(trainer, X, Y)    # X, Y: arrays of the cuda backend, fixed batch
-        value = step()                           # the loss before the update, a 0-d device array
 
-    ``trainer`` is a ``backprop.train.Trainer`` (SGD or Adam, any l1/l2, no dropout: its masks
-    are drawn on the host at every step). The step counter and the learning rate are read when
-    the graph is launched (Adam through the device array of ``set_adam_hyper``; a changed SGD
-    learning rate captures the graph again). The numbers are those of ``trainer.step``.
+class _StepGraph:
+    """One captured step for one batch size: its staging buffers, activations and graph."""
+
+    def __init__(self, backend, layers, n, dtype, stride):
+        self.n, self.stride = n, stride
+        self.X = backend.empty((n, layers[0]), dtype)   # the batch is copied here by the graph
+        self.Y = backend.empty((n, layers[-1]), dtype)
+        self.A = [self.X] + [backend.empty((n, p), dtype) for p in layers[1:]]
+        self.G = [backend.empty((n, p), dtype) for p in layers[1:]]
+        self.graph = None
+
+
+class GraphTrainer:
+    """The cuda backend's fused training step: forward, loss, backward, penalty and update of a
+    dense network replayed as one CUDA graph per step, over the model's own buffers.
+
+    ``step(X, Y, lr, t)`` runs one step on the batch (X, Y) with learning rate lr (Adam's step
+    t + 1) and returns the loss (data loss + penalty) as a float; ``epoch(X, Y, batch_size,
+    order, lr, t)`` runs the minibatches rows order[s : s + batch_size] (order None: in order)
+    and returns a float64 numpy array of the batch losses. The same semantics as the cpu
+    backend's trainer, and the same numbers as the kernel-by-kernel Trainer (the same kernels
+    with the same arguments; the penalties added to the loss in the same order).
+
+    One graph per (batch size, stride) is captured on first use; it launches, in order:
+    ``train_batch_in`` (copies the batch's rows from X and Y, whose addresses it reads from a
+    control block in device memory, into the graph's staging buffers), the forward pass (one
+    product per layer), the loss, the output activation's derivative (unless identity), the
+    backward pass (two products per layer, one for the first), a weight penalty per layer (if
+    l1 or l2), ``train_step_end`` (adds up the loss, records it in the control block, sets the
+    stop flag when it is not finite, and hands lr and Adam's bias corrections to the updates)
+    and the updates (one per parameter array, skipped when the stop flag is set). Everything
+    that changes between steps (X's and Y's addresses, lr, Adam's bias corrections per step,
+    the batch index) is in the control block, so nothing is recaptured when lr or the data
+    change.
+
+    What one call launches, counted in ``backend.launches``: ``step``: one graph launch, one
+    device-to-host copy of the loss (the float it returns), and one host-to-device copy of the
+    control block when X, Y, lr or t differ from the previous step's (SGD on a fixed batch, as
+    ``backprop bench``: two per step; Adam: three). ``epoch``: one host-to-device copy of the
+    control block (addresses, and lr and bias corrections of every batch), one graph launch
+    per batch, and one device-to-host copy of the losses at the end: the only wait on the GPU.
+
+    A loss that is not finite: ``step`` returns it and the update of that step is skipped on
+    the device (parameters and optimizer state stay as they were), as on the cpu backend. In
+    ``epoch`` the stop flag stays set for the rest of the epoch: the remaining batches are still
+    launched (the host does not wait for the GPU), but record nothing and update nothing, so the
+    model keeps the parameters it had before the first non-finite batch, and the returned array
+    ends with that batch's loss, as on the cpu backend. The difference from the cpu backend is
+    time only: the batches after the non-finite one still run their forward and backward passes.
     """
 
-    def __init__(self, trainer, X, Y):
-        self.trainer, self.net, self.X, self.Y = trainer, trainer.net, X, Y
-        self.backend = self.net.backend
-        if not isinstance(self.backend, CudaBackend):
-            raise TypeError("GraphTrainStep needs a network on the cuda backend")
-        if any(trainer.dropout):
-            raise ValueError("GraphTrainStep: dropout masks are drawn on the host at every step; "
-                             "train with dropout through Trainer.step")
-        self._graph = None
-        self._lr = None
+    def __init__(self, backend, W, b, dW, db, activations, loss, optimizer="sgd", state1=(),
+                 state2=(), lr=0.01, momentum=0.0, beta1=0.9, beta2=0.999, eps=1e-8, t=0,
+                 l1=0.0, l2=0.0):
+        W, b, dW, db = list(W), list(b), list(dW), list(db)
+        L = len(W)
+        if L == 0:
+            raise ValueError("make_trainer needs at least one layer")
+        if not (len(b) == len(dW) == len(db) == len(activations) == L):
+            raise ValueError("make_trainer: W, b, dW, db and activations need one entry per layer")
+        if optimizer not in _OPTIMIZERS:
+            raise ValueError(f"make_trainer: unknown optimizer {optimizer!r}; one of {_OPTIMIZERS}")
+        if loss not in LOSSES:
+            raise ValueError(f"unknown loss {loss!r}; valid losses: {', '.join(LOSSES)}")
+        state1, state2 = list(state1), list(state2)
+        want1 = 0 if optimizer == "sgd" else 2 * L
+        want2 = 2 * L if optimizer == "adam" else 0
+        if len(state1) != want1 or len(state2) != want2:
+            raise ValueError(f"make_trainer: optimizer {optimizer!r} needs {want1} state1 and "
+                             f"{want2} state2 arrays (W0, b0, W1, b1, ...); got {len(state1)} "
+                             f"and {len(state2)}")
+        layers = [W[0].shape[0]]
+        arrays = {}
+        for l in range(L):
+            if W[l].ndim != 2 or W[l].shape[0] != layers[-1]:
+                raise ValueError(f"make_trainer: W[{l}] has shape {tuple(W[l].shape)}, which does "
+                                 f"not chain with {layers[-1]} inputs")
+            layers.append(W[l].shape[1])
+            backend._check_shape("make_trainer", f"b[{l}]", b[l], (layers[-1],))
+            backend._check_shape("make_trainer", f"dW[{l}]", dW[l], W[l].shape)
+            backend._check_shape("make_trainer", f"db[{l}]", db[l], b[l].shape)
+            arrays.update({f"W[{l}]": W[l], f"b[{l}]": b[l], f"dW[{l}]": dW[l], f"db[{l}]": db[l]})
+            backend._activation("make_trainer", activations[l])
+        for name, states in (("state1", state1), ("state2", state2)):
+            for i, s in enumerate(states):
+                backend._check_shape("make_trainer", f"{name}[{i}]", s,
+                                     (W if i % 2 == 0 else b)[i // 2].shape)
+                arrays[f"{name}[{i}]"] = s
+        self.dtype = backend._check("make_trainer", **arrays)
+        self.backend, self.layers = backend, layers
+        self.W, self.b, self.dW, self.db = W, b, dW, db
+        self.activations, self.loss, self.optimizer = list(activations), loss, optimizer
+        self.state1, self.state2 = state1, state2
+        self.lr, self.momentum = float(lr), float(momentum)
+        self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
+        self.t, self.l1, self.l2 = int(t), float(l1), float(l2)
+        self._penalty = self.l1 != 0 or self.l2 != 0
+        self._values = backend.zeros((1 + (L if self._penalty else 0),), np.float64)
+        self._value_views = [self._values[k:k + 1].reshape(()) for k in range(self._values.size)]
+        self._hyper = backend.zeros((3,), self.dtype)
+        self._graphs = {}
+        self._cap = 0
+        self._ctl = None
+        self._ctl_host = None
+        self._device_key = None  # what the control block holds for a step (None: unknown)
 
-    def _kernels(self):
-        net, tr, backend = self.net, self.trainer, self.backend
-        value, _ = net._loss_and_grad(self.X, self.Y, tr.loss)
-        if tr.l1 or tr.l2:
-            for W, dW in zip(net._W, net._dW):
-                backend.weight_penalty(W, dW, tr.l1, tr.l2)
-        state = tr.state
-        for param, grad, slots in zip(net.params, net.grads, state.slots):
-            tr.optimizer.update(backend, param, grad, slots, max(state.step, 1))
+    # ---- the control block --------------------------------------------------------------
 
-    def __call__(self):
-        opt, state = self.trainer.optimizer, self.trainer.state
-        adam = hasattr(opt, "beta1")
-        if self._graph is None or (not adam and opt.lr != self._lr):
-            live = self.net.params + [s for d in state.slots for s in d.values()]
-            snapshot = [p.copy() for p in live]
-            if adam:
-                self.backend.set_adam_hyper(self.net.dtype, opt.lr, opt.beta1, opt.beta2, state.step + 1)
-            self._graph = self.backend.capture(self._kernels)
-            # the warm-up call of capture updated the parameters: put them back
-            for dst, src in zip(live, snapshot):
-                dst[...] = src
-            self._lr = opt.lr
-        state.step += 1
-        if adam:
-            self.backend.set_adam_hyper(self.net.dtype, opt.lr, opt.beta1, opt.beta2, state.step)
-        values = self._graph.launch()
-        return values[0] if len(values) == 1 else sum(values[1:], values[0])
+    def _reserve(self, batches):
+        """A control block with room for ``batches`` losses; a new one drops the graphs (they
+        hold the old one's address)."""
+        if batches <= self._cap:
+            return
+        self._cap = max(batches, 2 * self._cap, 16)
+        self._ctl = self.backend.zeros((_CTL_LOSSES + 4 * self._cap,), np.int64)
+        self._ctl_host = np.zeros(_CTL_LOSSES + 4 * self._cap, np.int64)
+        self._stop = self._ctl[_CTL_STOP:_CTL_STOP + 1]
+        self._graphs = {}
+        self._device_key = None
 
-    @property
-    def kernels(self):
-        """Kernels replayed per step (0 before the first call)."""
-        return 0 if self._graph is None else self._graph.kernels
+    def _header(self, X, Y, order, lr, t, batches, dry=False):
+        """The host copy of the control block's used part: addresses, flags and, per batch,
+        [lr, 1-β1^(t+1+i), 1-β2^(t+1+i)]; returns the number of words to upload."""
+        host = self._ctl_host
+        host[:_CTL_LOSSES] = (X.data.ptr, Y.data.ptr, 0 if order is None else order.data.ptr, 0,
+                              0, int(dry))
+        table = host[_CTL_LOSSES + self._cap:].view(np.float64)
+        steps = np.arange(t + 1, t + 1 + batches, dtype=np.float64)
+        rows = table[:3 * batches].reshape(batches, 3)
+        rows[:, 0] = lr
+        if self.optimizer == "adam":
+            rows[:, 1] = [1.0 - self.beta1 ** int(s) for s in steps]
+            rows[:, 2] = [1.0 - self.beta2 ** int(s) for s in steps]
+        else:
+            rows[:, 1:] = 0.0
+        return _CTL_LOSSES + self._cap + 3 * batches
+
+    def _upload_header(self, words):
+        self.backend._upload(self._ctl[:words], self._ctl_host[:words])
+
+    # ---- the captured step ----------------------------------------------------------------
+
+    def _graph(self, n, stride, X, Y, order):
+        """The graph of one step on n rows taken at idx * stride, captured on first use (its
+        warm-up run, on the rows of X and Y, records a loss but updates nothing)."""
+        key = (n, stride)
+        sg = self._graphs.get(key)
+        if sg is None:
+            sg = _StepGraph(self.backend, self.layers, n, self.dtype, stride)
+            self._upload_header(self._header(X, Y, order, self.lr, self.t, 1, dry=True))
+            self._device_key = None
+            sg.graph = self.backend.capture(lambda: self._kernels(sg))
+            self._graphs[key] = sg
+        return sg
+
+    def _kernels(self, sg):
+        bk, L, acts, sfx = self.backend, len(self.W), self.activations, self.backend._suffix(self.dtype)
+        n, p_in, p_out = sg.n, self.layers[0], self.layers[-1]
+        bk._launch(f"train_batch_in_{sfx}", bk._grid_1d(n * (p_in + p_out)), (THREADS, 1, 1),
+                   (self._ctl, sg.X, sg.Y, np.int32(n), np.int32(p_in), np.int32(p_out),
+                    np.int64(sg.stride)))
+        A = sg.X
+        for l in range(L):  # the model's forward pass (MLP._forward)
+            A = bk.dense_forward(A, self.W[l], self.b[l], acts[l], out=sg.A[l + 1])
+        _, G = bk.loss(self.loss, A, sg.Y, G=sg.G[-1], value=self._value_views[0])
+        if acts[-1] != "identity":
+            bk.activation_backward(G, A, acts[-1], out=G)
+        for l in reversed(range(L)):  # the model's backward pass (MLP._backward), no dX
+            if l == 0:
+                bk.dense_backward(sg.G[0], sg.X, self.W[0], None, self.dW[0], self.db[0],
+                                  need_G_prev=False)
+            else:
+                bk.dense_backward(sg.G[l], sg.A[l], self.W[l], acts[l - 1], self.dW[l],
+                                  self.db[l], sg.G[l - 1])
+        if self._penalty:  # Trainer.penalty
+            for l in range(L):
+                bk.weight_penalty(self.W[l], self.dW[l], self.l1, self.l2,
+                                  value=self._value_views[1 + l])
+        bk._launch(f"train_step_end_{sfx}", (1, 1, 1), (1, 1, 1),
+                   (self._ctl, self._values, np.int32(self._values.size), np.int32(self._cap),
+                    np.int64(sg.stride), self._hyper))
+        params = [p for pair in zip(self.W, self.b) for p in pair]
+        grads = [g for pair in zip(self.dW, self.db) for g in pair]
+        for i, (param, grad) in enumerate(zip(params, grads)):  # OptimizerState.apply
+            if self.optimizer == "adam":
+                bk.adam_update(param, grad, self.state1[i], self.state2[i], self.lr, self.beta1,
+                               self.beta2, self.eps, 1, hyper=self._hyper, skip=self._stop)
+            else:
+                bk.sgd_update(param, grad, self.state1[i] if self.state1 else None, self.lr,
+                              self.momentum, self.optimizer == "nesterov", hyper=self._hyper,
+                              skip=self._stop)
+
+    # ---- the protocol ---------------------------------------------------------------------
+
+    def _check_xy(self, X, Y):
+        self.backend._check("trainer", X=X, Y=Y)
+        if X.dtype != self.dtype:
+            raise TypeError(f"cuda trainer: X is {X.dtype}, the model is {self.dtype}")
+        if X.ndim != 2:
+            raise ValueError(f"cuda trainer: X must be 2-D (n x p_in); got shape {tuple(X.shape)}")
+        n = X.shape[0]
+        self.backend._check_shape("trainer", "X", X, (n, self.layers[0]))
+        self.backend._check_shape("trainer", "Y", Y, (n, self.layers[-1]))
+        if n < 1:
+            raise ValueError("cuda trainer: the batch is empty")
+        self.backend._check_int32("trainer", n=n * max(self.layers))
+        return n
+
+    def step(self, X, Y, lr, t=0):
+        """Forward, loss, backward, penalty and update (Adam's step t+1) on one batch with
+        learning rate lr; returns the loss. A loss that is not finite is returned without
+        updating."""
+        n = self._check_xy(X, Y)
+        lr, t = float(lr), int(t)
+        self.lr, self.t = lr, t
+        self._reserve(1)
+        sg = self._graph(n, 0, X, Y, None)
+        words = self._header(X, Y, None, lr, t, 1)
+        key = (X.data.ptr, Y.data.ptr, self._ctl_host[_CTL_LOSSES + self._cap:words].tobytes())
+        if key != self._device_key:
+            self._upload_header(words)
+            self._device_key = key
+        sg.graph.launch()
+        value = float(self.backend._download(self._ctl[_CTL_LOSSES:_CTL_LOSSES + 1]).view(np.float64)[0])
+        if math.isfinite(value) and self.optimizer == "adam":
+            self.t = t + 1
+        return value
+
+    def epoch(self, X, Y, batch_size, order=None, lr=None, t=0):
+        """Steps over X[order] (order None: X in order) in minibatches of batch_size; returns
+        each batch's loss (float64), stopping after the first batch whose loss is not finite
+        (that batch not updated; see the class docstring)."""
+        N = self._check_xy(X, Y)
+        batch_size = int(batch_size)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        lr = self.lr if lr is None else float(lr)
+        t = int(t)
+        self.lr, self.t = lr, t
+        if order is not None:
+            host_order = np.asarray(self.backend.to_numpy(order))
+            if host_order.dtype != np.int64:
+                raise TypeError(f"order must be an int64 array, got {host_order.dtype}")
+            if host_order.shape != (N,):
+                raise ValueError(f"order must have shape ({N},), got {host_order.shape}")
+            if N and (host_order.min() < 0 or host_order.max() >= N):
+                raise ValueError(f"order has indices out of range for {N} samples")
+            order = self.backend.zeros((N,), np.int64)
+            self.backend._upload(order, host_order)
+        batches = -(-N // batch_size)
+        self._reserve(batches)
+        sizes = [min(batch_size, N - s) for s in range(0, N, batch_size)]
+        graphs = {n: self._graph(n, batch_size, X, Y, order) for n in sorted(set(sizes))}
+        self._upload_header(self._header(X, Y, order, lr, t, batches))
+        self._device_key = None
+        for n in sizes:
+            graphs[n].graph.launch()
+        head = self.backend._download(self._ctl[:_CTL_LOSSES + batches])
+        ran = int(head[_CTL_IDX])
+        losses = head[_CTL_LOSSES:_CTL_LOSSES + ran].view(np.float64).copy()
+        if self.optimizer == "adam":
+            self.t = t + ran - (0 if ran and np.isfinite(losses[-1]) else 1)
+        return losses
