@@ -20,7 +20,13 @@ CuPy releases checked (cupy/cupy#9667, #10173).
 Scalars go to the kernels as numpy scalars of the exact C type (np.int32 for int, np.int64 for
 long long, np.float32/np.float64 for T and double), because CuPy passes a scalar by its own type
 without looking at the kernel's signature. Grid and block sizes are computed next to each launch.
-``launches`` counts kernel launches (the benchmark reports launches per training step).
+``launches`` counts what the host submits: kernel launches, graph launches (one each, however
+many kernels the graph holds) and the fused trainer's host<->device copies of its control block;
+the benchmark reports it per training step.
+
+Beyond the protocol, ``make_trainer`` builds the fused whole-step path (GraphTrainer): each
+training step (forward, loss, backward, penalty, update) is captured once as a CUDA graph and
+replayed with one launch; ``Trainer``, ``fit`` and ``backprop bench`` use it on this backend.
 
 CuPy is imported when the backend is made, not when this module is imported; a CuPy-compatible
 module can be passed as ``CudaBackend(cupy=...)`` (the tests run the whole backend on the CPU
