@@ -269,3 +269,14 @@ def test_epoch_with_order_gathers_rows(emu, rng):
         nets.append(net)
     np.testing.assert_array_equal(losses[1], losses[0])
     np.testing.assert_array_equal(nets[1].weights[0], nets[0].weights[0])
+
+
+def test_graphs_kept_per_trainer_are_bounded(emu, rng):
+    X, Y = data(rng, n=12)
+    net = bp.MLP(LAYERS, backend=emu, dtype="float64", seed=0)
+    tr = Trainer(net, "mse", "sgd", lr=1e-2)
+    Xb, Yb = net._input(X), net._target(Y, 12, "mse")
+    for n in range(1, 12):
+        tr.step(Xb[:n], Yb[:n])
+    assert len(tr.native()._graphs) == 8
+    assert np.isfinite(tr.step(Xb[:1], Yb[:1]))  # evicted, captured again

@@ -594,6 +594,7 @@ class _Graph:
 # the control block of GraphTrainer, int64 words (see cuda/train.cu)
 _CTL_X, _CTL_Y, _CTL_ORDER, _CTL_IDX, _CTL_STOP, _CTL_DRY, _CTL_LOSSES = range(7)
 _OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam")
+_MAX_GRAPHS = 8  # captured steps kept per trainer (each holds its batch's activation buffers)
 
 
 class _StepGraph:
@@ -748,6 +749,8 @@ class GraphTrainer:
             self._upload_header(self._header(X, Y, order, self.lr, self.t, 1, dry=True))
             self._device_key = None
             sg.graph = self.backend.capture(lambda: self._kernels(sg))
+            if len(self._graphs) >= _MAX_GRAPHS:  # a few batch sizes are live at once
+                self._graphs.pop(next(iter(self._graphs)))
             self._graphs[key] = sg
         return sg
 
