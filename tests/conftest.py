@@ -4,6 +4,7 @@ reason when a backend cannot run on this machine; ``dtype`` runs float32 and flo
 import numpy as np
 import pytest
 
+import backprop as bp
 from backprop.backends import BACKENDS, why_unavailable
 
 from .cuda_emu import install_if_requested
@@ -47,3 +48,13 @@ def assert_close(actual, expected, dtype, scale=None, what=""):
         scale = max(float(np.max(np.abs(expected))) if expected.size else 0.0, 1e-30)
     err = float(np.max(np.abs(actual - expected))) / scale if expected.size else 0.0
     assert err <= RTOL[str(dtype)], f"{what}: relative error {err:.3e} > {RTOL[str(dtype)]:.0e}"
+
+
+# every optimizer the fused paths cover, by name (fresh object per call)
+OPTIMIZERS = {
+    "gd": lambda: bp.optim.GD(lr=0.05),
+    "sgd": lambda: bp.optim.SGD(lr=0.05),
+    "momentum": lambda: bp.optim.SGD(lr=0.05, momentum=0.9),
+    "nesterov": lambda: bp.optim.SGD(lr=0.05, momentum=0.9, nesterov=True),
+    "adam": lambda: bp.optim.Adam(lr=1e-2),
+}

@@ -12,6 +12,7 @@ import pytest
 
 import backprop as bp
 from backprop.backends import ACTIVATIONS, LOSSES, why_unavailable
+from ..conftest import OPTIMIZERS
 
 pytestmark = pytest.mark.skipif(why_unavailable("cpu") is not None,
                                 reason=str(why_unavailable("cpu")))
@@ -173,15 +174,6 @@ def test_trainer_epoch_with_order_matches_gathered_batches():
 
 
 # ---- the fused step against the kernel path and numpy -----------------------------------------
-
-OPTIMIZERS = {
-    "gd": lambda: bp.optim.GD(lr=0.05),
-    "sgd": lambda: bp.optim.SGD(lr=0.05),
-    "momentum": lambda: bp.optim.SGD(lr=0.05, momentum=0.9),
-    "nesterov": lambda: bp.optim.SGD(lr=0.05, momentum=0.9, nesterov=True),
-    "adam": lambda: bp.optim.Adam(lr=1e-2),
-}
-
 
 def data_for(loss, n=37, p=3, k=4, seed=0):
     rng = np.random.default_rng(seed)

@@ -15,6 +15,7 @@ import backprop as bp
 from backprop.backends.cuda_backend import CudaBackend, GraphTrainer
 from backprop.train import NonFiniteLossError, Trainer
 
+from ..conftest import OPTIMIZERS
 from ..cuda_emu import emulator, fakecupy
 
 pytestmark = pytest.mark.skipif(shutil.which(emulator.CXX) is None,
@@ -31,15 +32,6 @@ def emu():
 def data(rng, n=23):
     X = rng.uniform(-1, 1, size=(n, 2))
     return X, np.sin(2 * X[:, :1]) + X[:, 1:] ** 2
-
-
-OPTIMIZERS = {
-    "gd": lambda: bp.optim.GD(lr=0.05),
-    "sgd": lambda: bp.optim.SGD(lr=0.05),
-    "momentum": lambda: bp.optim.SGD(lr=0.05, momentum=0.9),
-    "nesterov": lambda: bp.optim.SGD(lr=0.05, momentum=0.9, nesterov=True),
-    "adam": lambda: bp.optim.Adam(lr=1e-2),
-}
 
 
 def fit_both(emu, X, Y, dtype, **kwargs):
