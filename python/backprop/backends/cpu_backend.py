@@ -122,6 +122,11 @@ def _dtype_of(x, name):
     return x.dtype
 
 
+def _out_like(out, x, name):
+    """``out`` as given, or a new array shaped like ``x`` (whose dtype is checked first)."""
+    return np.empty(x.shape, dtype=_dtype_of(x, name)) if out is None else out
+
+
 class CpuBackend(HostMemory, Backend):
     name = "cpu"
 
@@ -171,14 +176,10 @@ class CpuBackend(HostMemory, Backend):
     # ---- elementwise and reductions ---------------------------------------------------
 
     def activation_forward(self, H, activation, out=None):
-        if out is None:
-            out = np.empty(H.shape, dtype=_dtype_of(H, "H"))
-        return _cpu.activation_forward(H, activation, out)
+        return _cpu.activation_forward(H, activation, _out_like(out, H, "H"))
 
     def activation_backward(self, dA, A, activation, out=None):
-        if out is None:
-            out = np.empty(dA.shape, dtype=_dtype_of(dA, "dA"))
-        return _cpu.activation_backward(dA, A, activation, out)
+        return _cpu.activation_backward(dA, A, activation, _out_like(out, dA, "dA"))
 
     def colsum(self, G, out=None):
         if out is None:
@@ -189,15 +190,12 @@ class CpuBackend(HostMemory, Backend):
         return _cpu.colsum(G, out)
 
     def dropout(self, A, M, out=None):
-        if out is None:
-            out = np.empty(A.shape, dtype=_dtype_of(A, "A"))
-        return _cpu.dropout(A, M, out)
+        return _cpu.dropout(A, M, _out_like(out, A, "A"))
 
     # ---- losses -----------------------------------------------------------------------
 
     def loss(self, name, F, Y, G=None):
-        if G is None:
-            G = np.empty(F.shape, dtype=_dtype_of(F, "F"))
+        G = _out_like(G, F, "F")
         return _cpu.loss(name, F, Y, G), G
 
     def weight_penalty(self, W, dW, l1, l2):
