@@ -80,6 +80,33 @@ def dropout_rates(dropout, n_hidden):
     return [float(p) for p in rates]
 
 
+def gradient_kernels(net, X, Y, loss, l1=0.0, l2=0.0, masks=None):
+    """The gradient half of one training step, as kernels of ``net.backend``.
+
+        F = forward(X);  value, G = loss(F, Y);  G = act_out'(F) ⊙ G;  dW_l, db_l = backward(G)
+        value_l = l1 Σ|W_l| + (l2/2) Σ W_l²;  dW_l += l1 sign(W_l) + l2 W_l     (when l1 or l2)
+
+    X and Y are arrays of the backend (checked by the caller); the gradients land in the model's
+    buffers (``net.grads``). Returns the loss terms [data loss, penalty_0, penalty_1, ...] (no
+    penalty terms when l1 = l2 = 0) exactly as the backend's kernels returned them: nothing is
+    read back to the host here, so a backend can record this sequence (the cuda backend captures
+    it in a CUDA graph). The step's loss is their sum, added in this order.
+    """
+    value, _ = net._loss_and_grad(X, Y, loss, masks=masks)
+    values = [value]
+    if l1 != 0 or l2 != 0:
+        values += [net.backend.weight_penalty(W, dW, l1, l2) for W, dW in zip(net._W, net._dW)]
+    return values
+
+
+def step_loss(values):
+    """The step's loss from ``gradient_kernels``' terms: a float, added in their order."""
+    total = float(values[0])
+    for value in values[1:]:
+        total += float(value)
+    return total
+
+
 class Trainer:
     """One model, one loss, one optimizer with its state: ``step(X, Y)`` is one training step.
 
@@ -148,14 +175,6 @@ class Trainer:
             masks.append(backend.asarray(keep / (1.0 - p), dtype))
         return masks
 
-    def penalty(self):
-        """l1 Σ|W| + (l2/2) Σ W² over the weights (not the biases); adds its gradient to dW."""
-        if self.l1 == 0 and self.l2 == 0:
-            return 0.0
-        net = self.net
-        return sum(float(net.backend.weight_penalty(W, dW, self.l1, self.l2))
-                   for W, dW in zip(net._W, net._dW))
-
     def step(self, X, Y):
         """One step on the batch (X, Y); returns the loss (with the penalty) before the update.
 
@@ -169,8 +188,8 @@ class Trainer:
             self.state.step += 1
             return value
         net = self.net
-        value, _ = net._loss_and_grad(X, Y, self.loss, masks=self.masks(X.shape[0]))
-        value = float(value) + self.penalty()
+        value = step_loss(gradient_kernels(net, X, Y, self.loss, self.l1, self.l2,
+                                           masks=self.masks(X.shape[0])))
         if not math.isfinite(value):
             raise NonFiniteLossError(f"the loss is {value}")
         self.state.apply(net.backend, net.params, net.grads)
