@@ -111,7 +111,7 @@ def test_raw_nan_propagates_without_error():
 
 def test_adapter_checks_before_native_code():
     bk = CpuBackend()
-    with pytest.raises(TypeError, match="A must be a numpy.ndarray on backend 'cpu'"):
+    with pytest.raises(TypeError, match="cpu gemm: A must be an array of backend 'cpu'"):
         bk.gemm([[1.0]], np.ones((1, 1), np.float32))
     with pytest.raises(ValueError, match="needs out"):
         bk.gemm(f32(2, 2), f32(2, 2), beta=1.0)

@@ -1,11 +1,11 @@
 """The cpu backend: a thin adapter over the C++ module ``backprop._cpu`` (Eigen, pybind11).
 
-Each kernel here allocates the output when the caller gave none and calls the native kernel of
-the same name. The native side checks every array (numpy type, dtype, C-contiguity, shape,
-writability, outputs overlapping inputs) and raises ``TypeError``/``ValueError`` before any C++
-kernel runs, so no input is ever mis-read; it then works in place on the caller's buffers (no
-copies) with the GIL released. Non-finite values are not an error at this level (IEEE arithmetic:
-NaN in, NaN out); the model frontend rejects non-finite training data.
+The checked layer every backend shares (base.py) checks each kernel's arguments (shapes that
+chain, names, hyper-parameters, aliasing) and allocates its outputs; each ``_<kernel>`` here then
+calls the native kernel of the same name, which re-checks only what protects memory (numpy
+type, dtype, C-contiguity, shapes, writability, overlap) and works in place on the caller's
+buffers (no copies) with the GIL released. Non-finite values are not an error at this level
+(IEEE arithmetic: NaN in, NaN out); the model frontend rejects non-finite training data.
 
 Large matrix products go to OpenBLAS, loaded at import: numpy's own copy when numpy bundles one
 (one thread pool shared with numpy), else the ``scipy-openblas32`` wheel's. Narrow and small
@@ -114,101 +114,54 @@ def get_num_threads():
     return _cpu.get_num_threads()
 
 
-def _dtype_of(x, name):
-    if not isinstance(x, np.ndarray):
-        raise TypeError(f"{name} must be a numpy.ndarray on backend 'cpu', got {type(x).__name__}")
-    if x.dtype not in _FLOAT_DTYPES:
-        raise TypeError(f"{name} must be float32 or float64, got {x.dtype}")
-    return x.dtype
-
-
-def _out_like(out, x, name):
-    """``out`` as given, or a new array shaped like ``x`` (whose dtype is checked first)."""
-    return np.empty(x.shape, dtype=_dtype_of(x, name)) if out is None else out
-
-
 class CpuBackend(HostMemory, Backend):
+    """Each kernel calls the native kernel of the same name on the buffers the checked layer
+    (base.py) hands it; the native side only re-checks what protects memory."""
+
     name = "cpu"
 
     # ---- the matrix product -----------------------------------------------------------
 
-    def gemm(self, A, B, out=None, trans_a=False, trans_b=False, alpha=1.0, beta=0.0):
-        if out is None:
-            if beta != 0.0:
-                raise ValueError("gemm with beta != 0 needs out (it holds C)")
-            dtype = _dtype_of(A, "A")
-            _dtype_of(B, "B")
-            if A.ndim != 2 or B.ndim != 2:
-                raise ValueError(f"gemm needs 2-D A and B, got shapes {A.shape} and {B.shape}")
-            m = A.shape[1] if trans_a else A.shape[0]
-            n = B.shape[0] if trans_b else B.shape[1]
-            out = np.empty((m, n), dtype=dtype)
+    def _gemm(self, A, B, out, trans_a, trans_b, alpha, beta):
         return _cpu.gemm(A, B, out, trans_a, trans_b, alpha, beta)
 
     # ---- one dense layer --------------------------------------------------------------
 
-    def dense_forward(self, A, W, b, activation, out=None):
-        if out is None:
-            dtype = _dtype_of(A, "A")
-            if A.ndim != 2 or getattr(W, "ndim", 0) != 2:
-                raise ValueError("dense_forward needs 2-D A (n x p_in) and W (p_in x p_out), got "
-                                 f"{A.shape} and {getattr(W, 'shape', None)}")
-            out = np.empty((A.shape[0], W.shape[1]), dtype=dtype)
+    def _dense_forward(self, A, W, b, activation, out):
         return _cpu.dense_forward(A, W, b, activation, out)
 
-    def dense_backward(self, G, A_prev, W, activation_prev, dW=None, db=None, G_prev=None,
-                       need_G_prev=True):
-        if dW is None or db is None or (need_G_prev and G_prev is None):
-            dtype = _dtype_of(G, "G")
-            if getattr(W, "ndim", 0) != 2 or G.ndim != 2:
-                raise ValueError("dense_backward needs 2-D G (n x p_out) and W (p_in x p_out), got "
-                                 f"{G.shape} and {getattr(W, 'shape', None)}")
-            if dW is None:
-                dW = np.empty(W.shape, dtype=dtype)
-            if db is None:
-                db = np.empty(W.shape[1], dtype=dtype)
-            if need_G_prev and G_prev is None:
-                G_prev = np.empty((G.shape[0], W.shape[0]), dtype=dtype)
-        _cpu.dense_backward(G, A_prev, W, activation_prev, dW, db,
-                            G_prev if need_G_prev else None)
-        return dW, db, (G_prev if need_G_prev else None)
+    def _dense_backward(self, G, A_prev, W, activation_prev, dW, db, G_prev):
+        _cpu.dense_backward(G, A_prev, W, activation_prev, dW, db, G_prev)
 
     # ---- elementwise and reductions ---------------------------------------------------
 
-    def activation_forward(self, H, activation, out=None):
-        return _cpu.activation_forward(H, activation, _out_like(out, H, "H"))
+    def _activation_forward(self, H, activation, out):
+        return _cpu.activation_forward(H, activation, out)
 
-    def activation_backward(self, dA, A, activation, out=None):
-        return _cpu.activation_backward(dA, A, activation, _out_like(out, dA, "dA"))
+    def _activation_backward(self, dA, A, activation, out):
+        return _cpu.activation_backward(dA, A, activation, out)
 
-    def colsum(self, G, out=None):
-        if out is None:
-            dtype = _dtype_of(G, "G")
-            if G.ndim != 2:
-                raise ValueError(f"colsum needs a 2-D G (n x p), got shape {G.shape}")
-            out = np.empty(G.shape[1], dtype=dtype)
+    def _colsum(self, G, out):
         return _cpu.colsum(G, out)
 
-    def dropout(self, A, M, out=None):
-        return _cpu.dropout(A, M, _out_like(out, A, "A"))
+    def _dropout(self, A, M, out):
+        return _cpu.dropout(A, M, out)
 
     # ---- losses -----------------------------------------------------------------------
 
-    def loss(self, name, F, Y, G=None):
-        G = _out_like(G, F, "F")
-        return _cpu.loss(name, F, Y, G), G
+    def _loss(self, name, F, Y, G):
+        return _cpu.loss(name, F, Y, G)
 
-    def weight_penalty(self, W, dW, l1, l2):
-        return _cpu.weight_penalty(W, dW, float(l1), float(l2))
+    def _weight_penalty(self, W, dW, l1, l2):
+        return _cpu.weight_penalty(W, dW, l1, l2)
 
     # ---- optimizer updates, in place --------------------------------------------------
 
-    def sgd_update(self, param, grad, velocity, lr, momentum=0.0, nesterov=False):
-        _cpu.sgd_update(param, grad, velocity, float(lr), float(momentum), bool(nesterov))
+    def _sgd_update(self, param, grad, velocity, lr, momentum, nesterov):
+        _cpu.sgd_update(param, grad, velocity, lr, momentum, nesterov)
 
-    def adam_update(self, param, grad, m, v, lr, beta1, beta2, eps, step):
-        _cpu.adam_update(param, grad, m, v, float(lr), float(beta1), float(beta2), float(eps),
-                         int(step))
+    def _adam_update(self, param, grad, m, v, lr, beta1, beta2, eps, step):
+        _cpu.adam_update(param, grad, m, v, lr, beta1, beta2, eps, step)
 
     # ---- the fused whole-step path ----------------------------------------------------
 
@@ -225,8 +178,9 @@ class CpuBackend(HostMemory, Backend):
         """
         if not W:
             raise ValueError("make_trainer needs at least one layer")
-        dtype = _dtype_of(W[0], "W[0]")
-        cls = _cpu.Trainer32 if dtype == np.float32 else _cpu.Trainer64
+        if not isinstance(W[0], np.ndarray) or W[0].dtype not in _FLOAT_DTYPES:
+            raise TypeError("make_trainer: W[0] must be a float32 or float64 numpy.ndarray")
+        cls = _cpu.Trainer32 if W[0].dtype == np.float32 else _cpu.Trainer64
         return cls(list(W), list(b), list(dW), list(db), list(activations), loss, optimizer,
                    list(state1), list(state2), float(lr), float(momentum), float(beta1),
                    float(beta2), float(eps), int(t), float(l1), float(l2))

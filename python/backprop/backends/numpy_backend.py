@@ -12,14 +12,6 @@ import numpy as np
 from .base import LEAKY_SLOPE, Backend
 
 
-def _into(out, value):
-    """Writes ``value`` into ``out`` when a buffer was given, else returns ``value``."""
-    if out is None:
-        return value
-    out[...] = value
-    return out
-
-
 class HostMemory:
     """The memory kernels of a backend whose arrays are numpy arrays in host memory."""
 
@@ -39,46 +31,59 @@ class HostMemory:
     def synchronize(self):
         pass
 
+    def is_array(self, x):
+        return isinstance(x, np.ndarray) and not isinstance(x, np.ma.MaskedArray)
+
+    def may_overlap(self, x, y):
+        return np.may_share_memory(x, y)
+
+    def same_buffer(self, x, y):
+        return (x.__array_interface__["data"][0] == y.__array_interface__["data"][0]
+                and x.shape == y.shape and x.dtype == y.dtype)
+
 
 class NumpyBackend(HostMemory, Backend):
+    """Each kernel writes its result into the output buffer the checked layer (base.py) gives it."""
+
     name = "numpy"
 
     # ---- the matrix product -----------------------------------------------------------
 
     # C = alpha op(A) op(B) + beta C        op(A): m x k, op(B): k x n, C: m x n
-    def gemm(self, A, B, out=None, trans_a=False, trans_b=False, alpha=1.0, beta=0.0):
+    def _gemm(self, A, B, out, trans_a, trans_b, alpha, beta):
         opA = A.T if trans_a else A
         opB = B.T if trans_b else B
         C = alpha * (opA @ opB)
         if beta != 0.0:
             C = C + beta * out
-        return _into(out, C.astype(A.dtype, copy=False))
+        out[...] = C
+        return out
 
     # ---- one dense layer --------------------------------------------------------------
 
     # A_next = act(A W + b)       A: n x p_in, W: p_in x p_out, b: p_out -> n x p_out
-    def dense_forward(self, A, W, b, activation, out=None):
+    def _dense_forward(self, A, W, b, activation, out):
         H = A @ W + b
-        return self.activation_forward(H, activation, out=out)
+        return self._activation_forward(H, activation, out)
 
     # dW = A_prevᵀ G              p_in x p_out
     # db = 1ᵀ G                   p_out
-    # G_prev = act'(A_prev) ⊙ (G Wᵀ)   n x p_in
-    def dense_backward(self, G, A_prev, W, activation_prev, dW=None, db=None, G_prev=None,
-                       need_G_prev=True):
-        dW = _into(dW, A_prev.T @ G)
-        db = self.colsum(G, out=db)
-        if not need_G_prev:
-            return dW, db, None
+    # G_prev = act'(A_prev) ⊙ (G Wᵀ)   n x p_in      (G_prev None: not wanted)
+    def _dense_backward(self, G, A_prev, W, activation_prev, dW, db, G_prev):
+        dW[...] = A_prev.T @ G
+        self._colsum(G, db)
+        if G_prev is None:
+            return
         dA_prev = G @ W.T
         if activation_prev is None:
-            return dW, db, _into(G_prev, dA_prev)
-        return dW, db, self.activation_backward(dA_prev, A_prev, activation_prev, out=G_prev)
+            G_prev[...] = dA_prev
+        else:
+            self._activation_backward(dA_prev, A_prev, activation_prev, G_prev)
 
     # ---- elementwise and reductions ---------------------------------------------------
 
     # A = act(H)
-    def activation_forward(self, H, activation, out=None):
+    def _activation_forward(self, H, activation, out):
         if activation == "tanh":
             A = np.tanh(H)
         elif activation == "sigmoid":
@@ -87,14 +92,13 @@ class NumpyBackend(HostMemory, Backend):
             A = np.maximum(H, 0)
         elif activation == "leaky_relu":
             A = np.where(H > 0, H, LEAKY_SLOPE * H)
-        elif activation == "identity":
-            A = H.copy() if out is None else H
-        else:
-            raise ValueError(f"unknown activation {activation!r}")
-        return _into(out, A.astype(H.dtype, copy=False))
+        else:  # identity
+            A = H
+        out[...] = A
+        return out
 
     # G = dA ⊙ act'(A), the derivative written with the activation's output A
-    def activation_backward(self, dA, A, activation, out=None):
+    def _activation_backward(self, dA, A, activation, out):
         if activation == "tanh":
             dact = 1 - A * A
         elif activation == "sigmoid":
@@ -103,67 +107,63 @@ class NumpyBackend(HostMemory, Backend):
             dact = (A > 0).astype(A.dtype)
         elif activation == "leaky_relu":
             dact = np.where(A > 0, 1.0, LEAKY_SLOPE).astype(A.dtype)
-        elif activation == "identity":
+        else:  # identity
             dact = 1
-        else:
-            raise ValueError(f"unknown activation {activation!r}")
-        return _into(out, (dA * dact).astype(dA.dtype, copy=False))
+        out[...] = dA * dact
+        return out
 
     # db = 1ᵀ G                   n x p -> p
-    def colsum(self, G, out=None):
-        return _into(out, G.sum(axis=0))
+    def _colsum(self, G, out):
+        out[...] = G.sum(axis=0)
+        return out
 
     # A ⊙ M                       M: 0 (dropped) or 1/(1-p) (kept)
-    def dropout(self, A, M, out=None):
-        return _into(out, A * M)
+    def _dropout(self, A, M, out):
+        out[...] = A * M
+        return out
 
     # ---- losses -----------------------------------------------------------------------
 
-    def loss(self, name, F, Y, G=None):
-        if name == "sse":
-            return self._sse(F, Y, G)
-        if name == "mse":
-            return self._mse(F, Y, G)
-        if name == "cross_entropy":
-            return self._cross_entropy(F, Y, G)
-        if name == "bce":
-            return self._bce(F, Y, G)
-        raise ValueError(f"unknown loss {name!r}")
+    def _loss(self, name, F, Y, G):
+        return {"sse": self._sse, "mse": self._mse, "cross_entropy": self._cross_entropy,
+                "bce": self._bce}[name](F, Y, G)
 
     # L = ½ Σ (F - Y)²            G = F - Y
     def _sse(self, F, Y, G):
         R = F - Y
-        return 0.5 * float(np.sum(R * R)), _into(G, R)
+        G[...] = R
+        return 0.5 * float(np.sum(R * R))
 
     # L = (1/nk) Σ (F - Y)²       G = 2 (F - Y) / nk
     def _mse(self, F, Y, G):
         R = F - Y
-        return float(np.mean(R * R)), _into(G, (2.0 / R.size) * R)
+        G[...] = (2.0 / R.size) * R
+        return float(np.mean(R * R))
 
     # P = softmax(F) row-wise (max subtracted), L = -(1/n) Σ Y ⊙ log P,   G = (P - Y) / n
     def _cross_entropy(self, F, Y, G):
         n = F.shape[0]
         Z = F - F.max(axis=1, keepdims=True)
         logP = Z - np.log(np.exp(Z).sum(axis=1, keepdims=True))
-        value = -float(np.sum(Y * logP)) / n
-        return value, _into(G, (np.exp(logP) - Y) / n)
+        G[...] = (np.exp(logP) - Y) / n
+        return -float(np.sum(Y * logP)) / n
 
     # L = (1/nk) Σ [max(F,0) - Y F + log(1 + exp(-|F|))]   G = (sigmoid(F) - Y) / nk
     def _bce(self, F, Y, G):
         size = F.size
-        value = float(np.sum(np.maximum(F, 0) - Y * F + np.log1p(np.exp(-np.abs(F))))) / size
         S = 1.0 / (1.0 + np.exp(-F))
-        return value, _into(G, (S - Y) / size)
+        G[...] = (S - Y) / size
+        return float(np.sum(np.maximum(F, 0) - Y * F + np.log1p(np.exp(-np.abs(F))))) / size
 
     # penalty = l1 Σ|W| + (l2/2) Σ W²        dW += l1 sign(W) + l2 W
-    def weight_penalty(self, W, dW, l1, l2):
+    def _weight_penalty(self, W, dW, l1, l2):
         dW += l1 * np.sign(W) + l2 * W
         return l1 * float(np.sum(np.abs(W))) + 0.5 * l2 * float(np.sum(W * W))
 
     # ---- optimizer updates, in place --------------------------------------------------
 
     # v = μ v + g;  step = g + μ v (nesterov) or v;  param -= lr step
-    def sgd_update(self, param, grad, velocity, lr, momentum=0.0, nesterov=False):
+    def _sgd_update(self, param, grad, velocity, lr, momentum, nesterov):
         if velocity is None:
             param -= lr * grad
             return
@@ -173,7 +173,7 @@ class NumpyBackend(HostMemory, Backend):
         param -= lr * step
 
     # m = β1 m + (1-β1) g;  v = β2 v + (1-β2) g²;  param -= lr m̂ / (sqrt(v̂) + eps)
-    def adam_update(self, param, grad, m, v, lr, beta1, beta2, eps, step):
+    def _adam_update(self, param, grad, m, v, lr, beta1, beta2, eps, step):
         m *= beta1
         m += (1 - beta1) * grad
         v *= beta2
