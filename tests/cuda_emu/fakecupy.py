@@ -207,6 +207,12 @@ def zeros(shape, dtype=np.float64):
     return a
 
 
+def full(shape, fill_value, dtype=np.float64):
+    a = ndarray._new(shape, dtype)
+    a._a[...] = fill_value
+    return a
+
+
 def asarray(a, dtype=None):
     if isinstance(a, ndarray):
         return a if dtype is None or a.dtype == dtype else a.astype(dtype)
