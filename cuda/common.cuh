@@ -99,12 +99,12 @@ __device__ __forceinline__ double bp_block_sum(double v, double* red) {
 // the result does not depend on which block came last) and writes value[0] = scale * sum. One
 // launch gives the loss value with no second kernel.
 //
-// The counter must be 0 when the kernel starts. The last block sets it back to 0 and poisons all
+// The counter must be 0 when the kernel starts: the host sets it to 0 right before every launch
+// (a memset), and the last block sets it back to 0. The last block also poisons all
 // BP_MAX_PARTIALS block sums with NaN, and block 0 sets value[0] = NaN before it takes its
-// ticket; so a counter left non-zero by an aborted launch gives NaN (no block sees the last
-// ticket, or a block that sees it too early adds poisoned sums), never a silent wrong number.
-// The host resets the counter at the start of every captured step (train_batch_in) and after a
-// failed launch.
+// ticket; so a counter that is not 0 at the start (a reset missing, a launch aborted midway)
+// gives NaN (no block sees the last ticket, or one sees it too early and adds poisoned sums),
+// not a silent wrong number.
 template <int NT>
 __device__ __forceinline__ void bp_grid_sum(double block_total, double* partials,
                                             unsigned int* counter, double* value, double scale,

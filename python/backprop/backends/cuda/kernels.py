@@ -9,15 +9,16 @@ of the project's own kernels (no cuBLAS):
     gemm, dense_forward     one tiled product, bias + activation fused into its epilogue
     dense_backward          dW = A_prevᵀ G with db = 1ᵀ G fused into it, then
                             G_prev = act'(A_prev) ⊙ (G Wᵀ) with the Hadamard in the epilogue
-    loss, weight_penalty    one launch each: gradient, block sums, last-block total
+    loss, weight_penalty    one launch each (after a memset of the counter): gradient, block
+                            sums, last-block total
     the rest                one elementwise launch each
 
 The reductions (loss, weight_penalty) end in a grid-wide sum finished by the last block to
-arrive, counted by one counter per backend. Block 0 first sets the value to NaN, and the last
-block, after writing the value, sets the block sums to NaN and the counter back to 0; so a
-counter left non-zero (a kernel aborted midway) gives NaN, never a silent wrong number. The
-counter is also reset by the first kernel of every captured training step, and before the next
-reduction after any failed launch.
+arrive, counted by one counter per backend. The counter is set to 0 right before every
+reduction launch (a memset, captured with the kernel in a graph), and the last block sets it
+back to 0. Block 0 first sets the value to NaN, and the last block, after writing the value,
+sets the block sums to NaN; so a counter that is not 0 when a reduction starts gives NaN, not a
+silent wrong number.
 
 Arrays are CuPy arrays in device memory; CuPy is imported when the backend is made, not when
 this module is imported, and a CuPy-compatible module can be passed as ``CudaBackend(cupy=...)``
@@ -96,19 +97,25 @@ class CudaBackend(Backend):
     # ---- the reductions' workspace ----------------------------------------------------------
 
     def reduction_workspace(self):
-        """(partials, counter) of the grid-wide sums; reset first after a failed launch."""
+        """(partials, counter) of the grid-wide sums."""
         if self._partials is None:
             self._partials = self.cp.full((MAX_PARTIALS,), np.nan, np.float64)
             self._counter = self.cp.zeros((1,), np.uint32)
-        elif self.launcher.failed and not self.launcher.capturing:
-            self.reset_reductions()
         return self._partials, self._counter
 
+    def _reset_counter(self, counter):
+        """counter = 0, on the current stream, right before a reduction launch (a memset node
+        when captured); counted in ``launches``."""
+        cp = self.cp
+        cp.cuda.runtime.memsetAsync(counter.data.ptr, 0, counter.nbytes,
+                                    cp.cuda.get_current_stream().ptr)
+        self.launcher.launches += 1
+
     def reset_reductions(self):
-        """Zero the counter and poison the block sums (eager; after an aborted kernel)."""
-        self._partials.fill(np.nan)
-        self._counter.fill(0)
-        self.launcher.failed = False
+        """Zero the counter and poison the block sums, now."""
+        partials, counter = self.reduction_workspace()
+        partials.fill(np.nan)
+        counter.fill(0)
 
     def _value(self, kernel):
         """The 0-d float64 device array a reduction writes its value into: the next slot of the
@@ -306,6 +313,7 @@ class CudaBackend(Backend):
         n, k = F.shape
         partials, counter = self.reduction_workspace()
         value = self._value("loss")  # written by the kernel's last block
+        self._reset_counter(counter)
         if name == "cross_entropy":
             self._check_int32("loss", n=n, k=k)
             grid = (min(blocks(n, 8), MAX_PARTIALS), 1, 1)
@@ -325,6 +333,7 @@ class CudaBackend(Backend):
     def _weight_penalty(self, W, dW, l1, l2):
         partials, counter = self.reduction_workspace()
         value = self._value("weight_penalty")  # written by the kernel's last block
+        self._reset_counter(counter)
         T = W.dtype.type
         grid = (min(blocks(W.size, THREADS), MAX_PARTIALS), 1, 1)
         self._launch(kernel_name("weight_penalty", W.dtype), grid, (THREADS, 1, 1),

@@ -11,7 +11,7 @@ long long, np.float32/np.float64 for T and double), because CuPy passes a scalar
 without looking at the kernel's signature.
 
 ``launches`` counts what the host submits: kernel launches, graph launches (one each, however
-many kernels the graph holds) and the graph trainer's host<->device copies of its control block;
+many kernels the graph holds), the memsets that reset the reductions' counter, and the graph trainer's host<->device copies of its control block;
 the benchmark reports it per training step.
 """
 
@@ -39,7 +39,6 @@ class Launcher:
         self.cp, self.program = cp, program
         self.sync_each_launch = os.environ.get("BACKPROP_CUDA_SYNC", "") == "1"
         self.capturing = False   # a stream is capturing a graph: no allocations, no syncs
-        self.failed = False      # a launch failed since the last ``clear_failed``
         self.launches = 0
         self.graph_launches = 0  # replays of captured graphs (each also counts in launches)
         self.copies = 0          # host<->device copies of the graph trainer (also in launches)
@@ -54,7 +53,6 @@ class Launcher:
             if self.sync_each_launch and not self.capturing:
                 self.synchronize()
         except Exception as exc:
-            self.failed = True
             raise CudaKernelError(f"cuda kernel {name!r} (grid {grid}, block {block}) failed: "
                                   f"{type(exc).__name__}: {exc}") from exc
         self.launches += 1
