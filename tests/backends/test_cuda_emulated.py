@@ -19,7 +19,7 @@ import pytest
 import backprop as bp
 from backprop.backends import ACTIVATIONS
 from backprop.backends.cuda import (GEMM_CONFIGS, CudaBackend, CudaKernelError, GraphContext,
-                                   module_source)
+                                   launchable_kernels, module_source, sources_dir)
 from backprop.backends.numpy_backend import NumpyBackend
 
 from ..conftest import assert_close
@@ -281,6 +281,32 @@ def test_one_program_compiled_once_per_backend(rng):
                          dev(bk, rng.normal(size=(2, 2)), "float64"), dev(bk, np.zeros(2), "float64"), "relu")
         bk.loss("sse", bk.zeros((2, 2), "float32"), bk.zeros((2, 2), "float32"))
     assert fakecupy.RawModule.compiled - before == 1
+
+
+def test_the_adapter_launches_exactly_the_programs_kernels():
+    """The kernel names the adapter builds (program.launchable_kernels, from the tables its
+    launches use) against the extern "C" kernels of the program as the compiler sees them
+    (after the macros are expanded): none missing, none unused."""
+    declared = set(emulator.kernel_names(sorted(sources_dir().glob("*.cu")), sources_dir()))
+    launched = set(launchable_kernels())
+    assert launched - declared == set(), "launched but not in cuda/*.cu"
+    assert declared - launched == set(), "in cuda/*.cu but never launched by the adapter"
+
+
+def test_every_launch_uses_a_listed_kernel(emu, rng, monkeypatch):
+    """Whatever the adapter launches (the model end to end, eager and as a graph) is a name of
+    launchable_kernels()."""
+    seen = set()
+    real = emu.launcher.launch
+    monkeypatch.setattr(emu.launcher, "launch",
+                        lambda name, *a: (seen.add(name), real(name, *a))[1])
+    X, Y = regression(rng, n=12)
+    for fused in (False, True):
+        net = bp.MLP([2, 5, 1], backend=emu, dtype="float32", seed=0)
+        net.fit(X, Y, epochs=2, batch_size=5, l1=1e-3, fused=fused)
+    emu.colsum(dev(emu, rng.normal(size=(2000, 2)), "float64"))
+    assert seen and seen <= set(launchable_kernels())
+    assert {"train_batch_in_f32", "train_step_end_f32", "weight_penalty_f32"} <= seen
 
 
 def test_program_is_the_sources_with_common_header_first():
