@@ -6,12 +6,12 @@
 // same sources also compile with a host compiler through the project's emulation header
 // (tests/cuda_emu/cuda_emu.h), which is how CI checks their arithmetic without a GPU.
 //
-// The Python loader (backprop/backends/cuda_backend.py) pastes this header in front of the .cu
+// The Python loader (backprop/backends/cuda/program.py) pastes this header in front of the .cu
 // files and compiles them as one NVRTC program; each .cu also includes it for nvcc and the
 // emulator.
 #pragma once
 
-// Activation codes, the same numbers as _ACT in cuda_backend.py.
+// Activation codes, the same numbers as ACT_CODES in backends/cuda/program.py.
 #define BP_ACT_IDENTITY 0
 #define BP_ACT_TANH 1
 #define BP_ACT_SIGMOID 2
@@ -19,13 +19,17 @@
 #define BP_ACT_LEAKY_RELU 4
 #define BP_LEAKY_SLOPE 0.01
 
-// Loss codes for loss_pointwise_*, the same numbers as _LOSS in cuda_backend.py.
+// Loss codes for loss_pointwise_*, the same numbers as LOSS_CODES in backends/cuda/program.py.
 #define BP_LOSS_SSE 0
 #define BP_LOSS_MSE 1
 #define BP_LOSS_BCE 2
 
 // Threads per block of the 1-D kernels (elementwise, optimizer, reductions).
 #define BP_THREADS 256
+
+// Size of the block-sums buffer of the grid-wide sums (MAX_PARTIALS in program.py): no reducing
+// kernel is launched with more blocks.
+#define BP_MAX_PARTIALS 1024
 
 // ---- float / double overloads of the math functions ----------------------------------------
 __device__ __forceinline__ float bp_tanh(float x) { return tanhf(x); }
@@ -92,8 +96,15 @@ __device__ __forceinline__ double bp_block_sum(double v, double* red) {
 
 // Grid-wide sum of one value per block, finished by the last block to arrive (threadfence
 // reduction): block b writes partials[b]; the last block adds the partials in block order (so
-// the result does not depend on which block came last), writes value[0] = scale * sum and
-// rearms the counter for the next launch. One launch gives the loss value with no second kernel.
+// the result does not depend on which block came last) and writes value[0] = scale * sum. One
+// launch gives the loss value with no second kernel.
+//
+// The counter must be 0 when the kernel starts: the host sets it to 0 right before every launch
+// (a memset), and the last block sets it back to 0. The last block also poisons all
+// BP_MAX_PARTIALS block sums with NaN, and block 0 sets value[0] = NaN before it takes its
+// ticket; so a counter that is not 0 at the start (a reset missing, a launch aborted midway)
+// gives NaN (no block sees the last ticket, or one sees it too early and adds poisoned sums),
+// not a silent wrong number.
 template <int NT>
 __device__ __forceinline__ void bp_grid_sum(double block_total, double* partials,
                                             unsigned int* counter, double* value, double scale,
@@ -101,6 +112,7 @@ __device__ __forceinline__ void bp_grid_sum(double block_total, double* partials
     __shared__ int is_last;
     const int tid = threadIdx.x + threadIdx.y * blockDim.x;
     if (tid == 0) {
+        if (blockIdx.x == 0) value[0] = __longlong_as_double(0x7ff8000000000000LL);  // NaN
         partials[blockIdx.x] = block_total;
         __threadfence();
         const unsigned int ticket = atomicAdd(counter, 1u);
@@ -112,6 +124,8 @@ __device__ __forceinline__ void bp_grid_sum(double block_total, double* partials
         double s = 0.0;
         for (unsigned int i = tid; i < gridDim.x; i += NT) s += ((volatile double*)partials)[i];
         s = bp_block_sum<NT>(s, red);
+        for (int i = tid; i < BP_MAX_PARTIALS; i += NT)
+            partials[i] = __longlong_as_double(0x7ff8000000000000LL);
         if (tid == 0) {
             value[0] = scale * s;
             *counter = 0u;

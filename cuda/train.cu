@@ -1,4 +1,4 @@
-// The two bookkeeping kernels of a training step replayed as a CUDA graph (cuda_backend.py,
+// The two bookkeeping kernels of a training step replayed as a CUDA graph (backends/cuda/trainer.py,
 // GraphTrainer): the first kernel of the graph copies the batch into the graph's fixed staging
 // buffers, the last before the optimizer updates records the loss and decides whether the
 // updates run. Everything that changes between replays lives in a control block in device memory,
@@ -25,11 +25,13 @@
 __device__ __forceinline__ bool bp_finite(double x) { return bp_abs(x) <= 1.7976931348623157e308; }
 
 // Xs (n x p_in), Ys (n x p_out) = rows r0 + r of X and Y, r < n, with r0 = idx * stride (through
-// order when it is set). Launch geometry: block (256, 1, 1); grid-stride loop over n (p_in + p_out).
+// order when it is set); the reductions' counter (see bp_grid_sum) is set to 0, as the step's
+// first kernel. Launch geometry: block (256, 1, 1); grid-stride loop over n (p_in + p_out).
 template <typename T>
 __device__ __forceinline__ void bp_train_batch_in(const long long* ctl, T* __restrict__ Xs,
                                                   T* __restrict__ Ys, int n, int p_in, int p_out,
-                                                  long long stride) {
+                                                  long long stride, unsigned int* counter) {
+    if (blockIdx.x == 0 && threadIdx.x == 0) *counter = 0u;
     const T* X = reinterpret_cast<const T*>(ctl[BP_CTL_X]);
     const T* Y = reinterpret_cast<const T*>(ctl[BP_CTL_Y]);
     const long long* order = reinterpret_cast<const long long*>(ctl[BP_CTL_ORDER]);
@@ -49,8 +51,8 @@ __device__ __forceinline__ void bp_train_batch_in(const long long* ctl, T* __res
     }
 }
 
-// The step's loss = values[0] + (((0 + values[1]) + values[2]) + ...) (the data loss plus the
-// weight penalties, added in the order of the kernel-by-kernel Trainer), recorded in the control
+// The step's loss = ((values[0] + values[1]) + values[2]) + ... (the data loss plus the weight
+// penalties, added in the order of train.step_loss), recorded in the control
 // block. stride == 0 (one step): losses[0] = loss, stop = (loss not finite) or dry. stride > 0 (an
 // epoch): once stop is set nothing more is recorded; else losses[idx] = loss, stop is set when
 // the loss is not finite (or dry), and idx advances. When the step goes on, hyper = [lr, bc1, bc2]
@@ -66,9 +68,8 @@ __device__ __forceinline__ void bp_train_step_end(long long* ctl, const double* 
         if (ctl[BP_CTL_STOP]) return;
         i = ctl[BP_CTL_IDX];
     }
-    double penalty = 0.0;
-    for (int k = 1; k < nvalues; ++k) penalty += values[k];
-    const double loss = nvalues > 1 ? values[0] + penalty : values[0];
+    double loss = values[0];
+    for (int k = 1; k < nvalues; ++k) loss += values[k];
     losses[i] = loss;
     const bool stop = !bp_finite(loss) || ctl[BP_CTL_DRY] != 0;
     ctl[BP_CTL_STOP] = stop ? 1 : 0;
@@ -80,8 +81,9 @@ __device__ __forceinline__ void bp_train_step_end(long long* ctl, const double* 
 #define BP_TRAIN(SUFFIX, T)                                                                    \
     extern "C" __global__ void train_batch_in_##SUFFIX(const long long* ctl, T* __restrict__ Xs, \
                                                        T* __restrict__ Ys, int n, int p_in,    \
-                                                       int p_out, long long stride) {          \
-        bp_train_batch_in<T>(ctl, Xs, Ys, n, p_in, p_out, stride);                             \
+                                                       int p_out, long long stride,            \
+                                                       unsigned int* counter) {                \
+        bp_train_batch_in<T>(ctl, Xs, Ys, n, p_in, p_out, stride, counter);                    \
     }                                                                                          \
     extern "C" __global__ void train_step_end_##SUFFIX(long long* ctl, const double* values,   \
                                                        int nvalues, int cap, long long stride, \

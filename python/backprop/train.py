@@ -144,6 +144,9 @@ class Trainer:
 
     def native(self):
         """The backend's fused trainer over this model's buffers (built on first use)."""
+        if self._native is None and getattr(self.net.backend, "name", None) == "cuda":
+            self._native = self.net.backend.make_trainer(self.net, self.loss, self.optimizer,
+                                                         self.state, self.l1, self.l2)
         if self._native is None:
             net, opt, slots = self.net, self.optimizer, self.state.slots
             state1, state2, kind = [], [], "sgd"

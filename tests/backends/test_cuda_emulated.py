@@ -1,5 +1,5 @@
 """The cuda backend on the CPU: its kernels (cuda/*.cu) compiled by the host compiler with the
-emulation header (tests/cuda_emu), driven by the real adapter (cuda_backend.py) through a fake
+emulation header (tests/cuda_emu), driven by the real adapter (backends/cuda/) through a fake
 CuPy, and compared with the numpy backend.
 
 This runs in every CI run, GPU or not. It checks the kernels' arithmetic (every tile
@@ -18,8 +18,8 @@ import pytest
 
 import backprop as bp
 from backprop.backends import ACTIVATIONS
-from backprop.backends.cuda_backend import (GEMM_CONFIGS, CudaBackend, CudaKernelError,
-                                            module_source)
+from backprop.backends.cuda import (GEMM_CONFIGS, CudaBackend, CudaKernelError, GraphContext,
+                                   launchable_kernels, module_source, sources_dir)
 from backprop.backends.numpy_backend import NumpyBackend
 
 from ..conftest import assert_close
@@ -68,8 +68,11 @@ def test_gemm_every_config_and_transpose(emu, dtype, rng, config, ops):
         B = rng.normal(size=(n, k) if tb else (k, n))
         C0 = rng.normal(size=(m, n))
         out = dev(emu, C0, dtype)
-        emu.gemm(dev(emu, A, dtype), dev(emu, B, dtype), out=out, trans_a=ta, trans_b=tb,
-                 alpha=0.75, beta=0.5, config=config)
+        before = emu.launches
+        with emu.gemm_config_forced(config):
+            emu.gemm(dev(emu, A, dtype), dev(emu, B, dtype), out=out, trans_a=ta, trans_b=tb,
+                     alpha=0.75, beta=0.5)
+        assert emu.launches - before == 1
         expected = 0.75 * ((A.T if ta else A) @ (B.T if tb else B)) + 0.5 * C0
         assert_close(host(emu, out), expected, dtype, what=f"gemm {config} {ops} {m}x{k}x{n}")
 
@@ -80,14 +83,16 @@ def test_gemm_scalar_loads_match_vector_loads(emu, dtype, rng, config):
     numbers must be those of the vector path (same sums in the same order)."""
     m, k, n = 36, 40, 44  # multiples of the vector width: the vector path when aligned
     A, B = rng.normal(size=(m, k)), rng.normal(size=(k, n))
-    aligned = host(emu, emu.gemm(dev(emu, A, dtype), dev(emu, B, dtype), config=config))
+    with emu.gemm_config_forced(config):
+        aligned = host(emu, emu.gemm(dev(emu, A, dtype), dev(emu, B, dtype)))
     bufA = emu.zeros((m * k + 1,), dtype)
     bufB = emu.zeros((k * n + 1,), dtype)
     bufA[1:] = dev(emu, A.ravel(), dtype)
     bufB[1:] = dev(emu, B.ravel(), dtype)
     shiftedA, shiftedB = bufA[1:].reshape(m, k), bufB[1:].reshape(k, n)
     assert shiftedA.data.ptr % 16 != 0
-    scalar = host(emu, emu.gemm(shiftedA, shiftedB, config=config))
+    with emu.gemm_config_forced(config):
+        scalar = host(emu, emu.gemm(shiftedA, shiftedB))
     np.testing.assert_array_equal(scalar, aligned)
     assert_close(scalar, A @ B, dtype, what="gemm")
 
@@ -157,15 +162,95 @@ def test_loss_many_blocks(emu, dtype, rng, loss):
     assert float(value2) == float(value)
 
 
-def test_adam_with_device_hyperparameters(emu, dtype, rng):
+def test_graph_mode_updates_read_device_hyperparameters_and_skip(emu, dtype, rng):
     p, g, m, v = (rng.normal(size=(7, 5)) for _ in range(4))
     v = np.abs(v)
     P1, P2 = dev(emu, p, dtype), dev(emu, p, dtype)
     M1, M2, V1, V2 = dev(emu, m, dtype), dev(emu, m, dtype), dev(emu, v, dtype), dev(emu, v, dtype)
     emu.adam_update(P1, dev(emu, g, dtype), M1, V1, 1e-2, 0.9, 0.999, 1e-8, 4)
-    hyper = dev(emu, [1e-2, 1 - 0.9 ** 4, 1 - 0.999 ** 4], dtype)
-    emu.adam_update(P2, dev(emu, g, dtype), M2, V2, 99.0, 0.9, 0.999, 1e-8, 1, hyper=hyper)
+    skip = emu.zeros((1,), np.int64)
+    ctx = GraphContext(emu, dtype, slots=1, skip=skip)
+    ctx.hyper[...] = dev(emu, [1e-2, 1 - 0.9 ** 4, 1 - 0.999 ** 4], dtype)
+    with emu.graph_mode(ctx):  # lr and step from the arguments are ignored
+        emu.adam_update(P2, dev(emu, g, dtype), M2, V2, 99.0, 0.9, 0.999, 1e-8, 1)
     np.testing.assert_array_equal(host(emu, P1), host(emu, P2))
+    Q = dev(emu, p, dtype)
+    ctx.hyper[...] = dev(emu, [0.5, 0, 0], dtype)
+    with emu.graph_mode(ctx):
+        emu.sgd_update(Q, dev(emu, g, dtype), None, 99.0)
+    assert_close(host(emu, Q), p - 0.5 * g, dtype, what="sgd lr from hyper")
+    skip[...] = 1
+    with emu.graph_mode(ctx):
+        emu.sgd_update(Q, dev(emu, g, dtype), None, 99.0)
+        emu.adam_update(P2, dev(emu, g, dtype), M2, V2, 99.0, 0.9, 0.999, 1e-8, 1)
+    assert_close(host(emu, Q), p - 0.5 * g, dtype, what="skipped sgd")
+    np.testing.assert_array_equal(host(emu, P1), host(emu, P2))
+    # outside graph mode the arguments count again
+    emu.sgd_update(Q, dev(emu, g, dtype), None, 0.25)
+    assert_close(host(emu, Q), p - 0.75 * g, dtype, what="sgd eager")
+
+
+def test_graph_mode_reductions_fill_the_context_slots_in_order(emu, rng):
+    F, Y, W = rng.normal(size=(9, 2)), rng.normal(size=(9, 2)), rng.normal(size=(4, 3))
+    ctx = GraphContext(emu, "float64", slots=2)
+    with emu.graph_mode(ctx):
+        value, _ = emu.loss("mse", dev(emu, F, "float64"), dev(emu, Y, "float64"))
+        penalty = emu.weight_penalty(dev(emu, W, "float64"), emu.zeros((4, 3), "float64"), 0.0, 2.0)
+        with pytest.raises(RuntimeError, match="slots"):
+            emu.weight_penalty(dev(emu, W, "float64"), emu.zeros((4, 3), "float64"), 0.0, 2.0)
+    got = host(emu, ctx.values)
+    assert got[0] == pytest.approx(((F - Y) ** 2).mean(), rel=1e-12) and float(value) == got[0]
+    assert got[1] == pytest.approx((W ** 2).sum(), rel=1e-12) and float(penalty) == got[1]
+
+
+def test_softmax_cross_entropy_beyond_one_pass_of_the_grid(emu, dtype, rng):
+    """More than 8 x 1024 rows: every block walks several groups of 8 rows, so the barriers
+    between row groups (the shared row maximum and row sum are reused) must hold; the value and
+    G are checked against numpy row by row."""
+    n, k = 8 * 1024 + 77, 5
+    F = 3 * rng.normal(size=(n, k))
+    Y = np.eye(k)[rng.integers(0, k, n)]
+    value, G = emu.loss("cross_entropy", dev(emu, F, dtype), dev(emu, Y, dtype))
+    value_ref, G_ref = ref.loss("cross_entropy", F, Y)
+    assert_close(float(value), value_ref, dtype, scale=max(abs(value_ref), 1.0), what="value")
+    assert_close(host(emu, G), G_ref, dtype, what="G")
+
+
+@pytest.mark.parametrize("stuck", [1, 5, 35, 10**6])
+@pytest.mark.parametrize("loss", ["mse", "cross_entropy", "penalty"])
+def test_a_stuck_reduction_counter_gives_nan_not_a_wrong_number(rng, monkeypatch, loss, stuck):
+    """The counter left non-zero and the reset before the launch missing: NaN (block 0 sets
+    the value to NaN first; a block that takes the last ticket too early adds block sums the
+    previous launch poisoned)."""
+    bk = CudaBackend(cupy=fakecupy)
+    n, k = 3000, 3  # 36 blocks (cross_entropy: 375)
+    F = dev(bk, rng.normal(size=(n, k)), "float64")
+    Y = dev(bk, np.eye(k)[rng.integers(0, k, n)], "float64")
+
+    def reduce():
+        if loss == "penalty":
+            return float(bk.weight_penalty(F, bk.zeros((n, k), "float64"), 0.5, 0.0))
+        return float(bk.loss(loss, F, Y)[0])
+
+    right = reduce()
+    assert np.isfinite(right)
+    _, counter = bk.reduction_workspace()
+    counter[...] = stuck  # as a launch aborted midway leaves it
+    monkeypatch.setattr(bk, "_reset_counter", lambda counter: None)
+    assert np.isnan(reduce())
+    monkeypatch.undo()
+    counter[...] = stuck
+    assert reduce() == right  # the reset before each launch makes it right again
+
+
+def test_the_counter_is_reset_before_every_reduction_launch(emu, rng):
+    F = dev(emu, rng.normal(size=(300, 3)), "float64")
+    right = float(emu.loss("sse", F, F * 0.5)[0])
+    _, counter = emu.reduction_workspace()
+    for stuck in (1, 7, 2**31):
+        counter[...] = stuck
+        assert float(emu.loss("sse", F, F * 0.5)[0]) == right
+        assert int(counter.get()[0]) == 0
 
 
 # ---- the adapter: launches, compilation, checks -------------------------------------------------
@@ -179,12 +264,13 @@ def test_launch_counts(emu, rng):
                        ("dense_backward", lambda: emu.dense_backward(G, A, W, "tanh")),
                        ("dense_backward (no G_prev)", lambda: emu.dense_backward(G, A, W, "tanh", need_G_prev=False)),
                        ("loss", lambda: emu.loss("mse", G, G)),
-                       ("sgd_update", lambda: emu.sgd_update(W, W, None, 0.1))]:
+                       ("sgd_update", lambda: emu.sgd_update(W, G[:4], None, 0.1))]:
         before = emu.launches
         call()
         counts[name] = emu.launches - before
+    # the loss: its kernel and the memset that resets the reductions' counter
     assert counts == {"dense_forward": 1, "dense_backward": 2, "dense_backward (no G_prev)": 1,
-                      "loss": 1, "sgd_update": 1}
+                      "loss": 2, "sgd_update": 1}
 
 
 def test_one_program_compiled_once_per_backend(rng):
@@ -195,6 +281,32 @@ def test_one_program_compiled_once_per_backend(rng):
                          dev(bk, rng.normal(size=(2, 2)), "float64"), dev(bk, np.zeros(2), "float64"), "relu")
         bk.loss("sse", bk.zeros((2, 2), "float32"), bk.zeros((2, 2), "float32"))
     assert fakecupy.RawModule.compiled - before == 1
+
+
+def test_the_adapter_launches_exactly_the_programs_kernels():
+    """The kernel names the adapter builds (program.launchable_kernels, from the tables its
+    launches use) against the extern "C" kernels of the program as the compiler sees them
+    (after the macros are expanded): none missing, none unused."""
+    declared = set(emulator.kernel_names(sorted(sources_dir().glob("*.cu")), sources_dir()))
+    launched = set(launchable_kernels())
+    assert launched - declared == set(), "launched but not in cuda/*.cu"
+    assert declared - launched == set(), "in cuda/*.cu but never launched by the adapter"
+
+
+def test_every_launch_uses_a_listed_kernel(emu, rng, monkeypatch):
+    """Whatever the adapter launches (the model end to end, eager and as a graph) is a name of
+    launchable_kernels()."""
+    seen = set()
+    real = emu.launcher.launch
+    monkeypatch.setattr(emu.launcher, "launch",
+                        lambda name, *a: (seen.add(name), real(name, *a))[1])
+    X, Y = regression(rng, n=12)
+    for fused in (False, True):
+        net = bp.MLP([2, 5, 1], backend=emu, dtype="float32", seed=0)
+        net.fit(X, Y, epochs=2, batch_size=5, l1=1e-3, fused=fused)
+    emu.colsum(dev(emu, rng.normal(size=(2000, 2)), "float64"))
+    assert seen and seen <= set(launchable_kernels())
+    assert {"train_batch_in_f32", "train_step_end_f32", "weight_penalty_f32"} <= seen
 
 
 def test_program_is_the_sources_with_common_header_first():
@@ -208,7 +320,7 @@ def test_bad_input_rejected_before_any_launch(emu, rng):
     A64 = dev(emu, rng.normal(size=(4, 3)), "float64")
     W32 = dev(emu, rng.normal(size=(3, 2)), "float32")
     before = emu.launches
-    with pytest.raises(TypeError, match="array of the cuda backend"):
+    with pytest.raises(TypeError, match="array of backend 'cuda'"):
         emu.gemm(rng.normal(size=(4, 3)), W32)
     with pytest.raises(TypeError, match="float32"):
         emu.gemm(A64, W32)
@@ -232,7 +344,8 @@ def test_bad_input_rejected_before_any_launch(emu, rng):
     with pytest.raises(ValueError, match="unknown loss"):
         emu.loss("hinge", A32, A32)
     with pytest.raises(ValueError, match="step counts from 1"):
-        emu.adam_update(A32, A32, A32, A32, 0.1, 0.9, 0.99, 1e-8, 0)
+        emu.adam_update(A32, *(emu.zeros((4, 3), "float32") for _ in range(3)), 0.1, 0.9, 0.99,
+                        1e-8, 0)
     assert emu.launches == before
 
 
@@ -361,6 +474,33 @@ def test_graph_replay_launches_nothing_while_capturing(emu, rng):
 
 def test_capture_refuses_allocating_reductions(emu):
     x = dev(emu, np.ones((4, 4)), "float64")
-    with pytest.raises(RuntimeError, match="value="):
+    with pytest.raises(RuntimeError, match="graph mode"):
         emu.capture(lambda: emu.loss("mse", x, x, G=emu.zeros((4, 4), "float64")))
-    assert not emu._capturing
+    assert not emu.launcher.capturing
+
+
+def test_capture_uses_a_non_blocking_stream(emu):
+    x = dev(emu, np.ones((4, 4)), "float64")
+    graph = emu.capture(lambda: emu.activation_forward(x, "tanh", out=x))
+    assert graph.stream.non_blocking
+
+
+def test_capture_reports_the_error_that_stopped_it(emu, monkeypatch):
+    """The body's error propagates even when ending the broken capture fails too."""
+    x = dev(emu, np.ones((4, 4)), "float64")
+    calls = []
+
+    def body():
+        calls.append(1)
+        emu.activation_forward(x, "tanh", out=x)
+        if len(calls) == 2:
+            raise KeyError("the body's own error")
+
+    def failing_end_capture(self):
+        fakecupy.cuda._capturing = None
+        raise RuntimeError("cudaErrorStreamCaptureInvalidated")
+
+    monkeypatch.setattr(fakecupy._Stream, "end_capture", failing_end_capture)
+    with pytest.raises(KeyError, match="the body's own error"):
+        emu.capture(body)
+    assert not emu.launcher.capturing and fakecupy.cuda._capturing is None

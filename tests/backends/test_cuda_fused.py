@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import backprop as bp
-from backprop.backends.cuda_backend import CudaBackend, GraphTrainer
+from backprop.backends.cuda import CudaBackend, GraphTrainer
 from backprop.train import NonFiniteLossError, Trainer
 
 from ..conftest import OPTIMIZERS
@@ -145,10 +145,12 @@ def test_non_finite_loss_mid_epoch(emu, rng, optimizer):
 def test_native_epoch_losses_end_at_the_non_finite_batch(emu, rng):
     X, Y = nan_batch_data(rng, bad_row=14)
     nets = [bp.MLP(LAYERS, backend=emu, dtype="float64", seed=0) for _ in range(2)]
-    trainers = [emu.make_trainer(n._W, n._b, n._dW, n._db, n.layer_activations, "mse", "adam",
-                                 [emu.zeros(p.shape, np.float64) for p in n.params],
-                                 [emu.zeros(p.shape, np.float64) for p in n.params], lr=1e-2, t=3)
-                for n in nets]
+    trainers = []
+    for n in nets:
+        opt = bp.optim.Adam(lr=1e-2)
+        state = opt.state(emu, n.params)
+        state.step = 3
+        trainers.append(emu.make_trainer(n, "mse", opt, state))
     Xd, Yd = emu.asarray(X, np.float64), emu.asarray(Y, np.float64)
     losses = trainers[0].epoch(Xd, Yd, 10, None, 1e-2, 3)
     assert losses.dtype == np.float64 and len(losses) == 2
@@ -193,10 +195,11 @@ def test_fit_divergence_keeps_finite_parameters(emu, rng):
 
 
 def graph_kernels(n_layers, penalty, out_act):
-    """Kernels in one captured step: batch in, forward, loss, output derivative, backward
-    (two products per layer but the first), penalties, step end, updates (W and b per layer)."""
-    return (1 + n_layers + 1 + (out_act != "identity") + 2 * n_layers - 1
-            + (n_layers if penalty else 0) + 1 + 2 * n_layers)
+    """Nodes in one captured step: batch in, forward, loss (a counter reset and the kernel),
+    output derivative, backward (two products per layer but the first), penalties (a counter
+    reset and the kernel each), step end, updates (W and b per layer)."""
+    return (1 + n_layers + 2 + (out_act != "identity") + 2 * n_layers - 1
+            + (2 * n_layers if penalty else 0) + 1 + 2 * n_layers)
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
@@ -225,14 +228,15 @@ def test_launches_per_step(emu, rng, optimizer):
 
 def test_make_trainer_checks_its_arguments(emu):
     net = bp.MLP(LAYERS, backend=emu, dtype="float64", seed=0)
-    args = (net._W, net._b, net._dW, net._db, net.layer_activations, "mse")
-    with pytest.raises(ValueError, match="optimizer"):
-        emu.make_trainer(*args, "rmsprop")
-    with pytest.raises(ValueError, match="state1"):
-        emu.make_trainer(*args, "momentum")
+    opt = bp.optim.SGD(lr=0.1)
+    state = opt.state(emu, net.params)
     with pytest.raises(ValueError, match="loss"):
-        emu.make_trainer(*args[:5], "hinge")
-    tr = emu.make_trainer(*args, "sgd")
+        emu.make_trainer(net, "hinge", opt, state)
+    with pytest.raises(ValueError, match="state"):
+        emu.make_trainer(net, "mse", bp.optim.Adam(), state)
+    with pytest.raises(ValueError, match="backend"):
+        emu.make_trainer(bp.MLP(LAYERS, seed=0), "mse", opt, state)
+    tr = emu.make_trainer(net, "mse", opt, state)
     assert isinstance(tr, GraphTrainer)
     X = emu.zeros((4, 2), np.float64)
     with pytest.raises(ValueError, match="Y"):
@@ -243,6 +247,30 @@ def test_make_trainer_checks_its_arguments(emu):
         tr.epoch(X, emu.zeros((4, 1), np.float64), 0, None, 0.1, 0)
 
 
+def test_the_graph_holds_the_workspace_it_captured(emu, rng):
+    """The model may evict its workspace for a batch size; the graph keeps its own alive and
+    still gives the kernel path's numbers."""
+    X, Y = data(rng, n=12)
+    results = []
+    for fused in (False, True):
+        net = bp.MLP(LAYERS, backend=emu, dtype="float64", seed=0)
+        tr = Trainer(net, "mse", "sgd", lr=1e-2, fused=fused)
+        Xb, Yb = net._input(X), net._target(Y, 12, "mse")
+        values = [tr.step(Xb, Yb)]
+        if fused:
+            held = tr.native()._graphs[(12, 0)].workspace
+        for n in (1, 2, 3, 4, 5):  # the model keeps 4 workspaces: n = 12 is evicted
+            net.forward(Xb[:n])
+        assert 12 not in net._workspaces
+        if fused:
+            assert tr.native()._graphs[(12, 0)].workspace is held
+        values.append(tr.step(Xb, Yb))
+        results.append((values, net.weights))
+    assert results[1][0] == results[0][0]
+    for a, b in zip(results[0][1], results[1][1]):
+        np.testing.assert_array_equal(b, a)
+
+
 def test_epoch_with_order_gathers_rows(emu, rng):
     """``order`` (as the cpu trainer's): the batches are rows order[s : s + batch]."""
     X, Y = data(rng, n=11)
@@ -251,8 +279,8 @@ def test_epoch_with_order_gathers_rows(emu, rng):
     nets = []
     for gathered in (False, True):
         net = bp.MLP(LAYERS, backend=emu, dtype="float64", seed=0)
-        tr = emu.make_trainer(net._W, net._b, net._dW, net._db, net.layer_activations, "mse", "sgd",
-                              lr=0.05)
+        opt = bp.optim.SGD(lr=0.05)
+        tr = emu.make_trainer(net, "mse", opt, opt.state(emu, net.params))
         if gathered:
             out = tr.epoch(net._input(X), net._target(Y, 11, "mse"), 4, order, 0.05, 0)
         else:

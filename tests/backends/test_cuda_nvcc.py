@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from backprop.backends.cuda_backend import module_source, sources_dir
+from backprop.backends.cuda import module_source, sources_dir
 
 NVCC = os.environ.get("NVCC") or shutil.which("nvcc") or (
     "/usr/local/cuda/bin/nvcc" if Path("/usr/local/cuda/bin/nvcc").exists() else None)

@@ -181,3 +181,8 @@ inline unsigned int atomicAdd(unsigned int* p, unsigned int v) {
     *p = old + v;
     return old;
 }
+inline double __longlong_as_double(long long x) {
+    double d;
+    memcpy(&d, &x, sizeof d);
+    return d;
+}

@@ -14,6 +14,7 @@ It is as strict as CuPy where the backend could go wrong unnoticed:
 
 from __future__ import annotations
 
+import ctypes
 import numbers
 
 import numpy as np
@@ -207,6 +208,12 @@ def zeros(shape, dtype=np.float64):
     return a
 
 
+def full(shape, fill_value, dtype=np.float64):
+    a = ndarray._new(shape, dtype)
+    a._a[...] = fill_value
+    return a
+
+
 def asarray(a, dtype=None):
     if isinstance(a, ndarray):
         return a if dtype is None or a.dtype == dtype else a.astype(dtype)
@@ -285,13 +292,19 @@ class _Graph:
         self._work = work
 
     def launch(self, stream=None):
-        for kernel, grid, block, args in self._work:
-            kernel._run(grid, block, args)
+        for work in self._work:
+            if callable(work):  # a captured memset
+                work()
+            else:
+                kernel, grid, block, args = work
+                kernel._run(grid, block, args)
 
 
 class _Stream:
     def __init__(self, non_blocking=False, null=False):
         self._captured = None
+        self.non_blocking = non_blocking
+        self.ptr = 0
 
     def synchronize(self):
         pass
@@ -336,6 +349,16 @@ class _Runtime:
     @staticmethod
     def getDeviceCount():
         return 1
+
+    @staticmethod
+    def memsetAsync(ptr, value, size, stream):
+        """cudaMemsetAsync: run now, or recorded when a stream captures (replayed by the graph)."""
+        def work():
+            ctypes.memset(int(ptr), int(value), int(size))
+        if cuda._capturing is not None:
+            cuda._capturing._captured.append(work)
+        else:
+            work()
 
 
 class _Cuda:

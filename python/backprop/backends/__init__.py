@@ -13,7 +13,7 @@ from .base import ACTIVATIONS, KERNELS, LOSSES, Backend, BackendUnavailable
 _REGISTRY = {
     "numpy": ("backprop.backends.numpy_backend", "NumpyBackend"),
     "cpu": ("backprop.backends.cpu_backend", "CpuBackend"),
-    "cuda": ("backprop.backends.cuda_backend", "CudaBackend"),
+    "cuda": ("backprop.backends.cuda", "CudaBackend"),
 }
 _INSTANCES: dict = {}
 
