@@ -31,8 +31,8 @@ def arrays(bk, dtype):
 BAD_CALLS = [
     ("gemm-list", lambda bk, a: bk.gemm([[1.0]], a(1, 1)), TypeError,
      "gemm: A must be an array of backend"),
-    ("gemm-int", lambda bk, a: bk.gemm(a(2, 2), np.ones((2, 2), np.int32)), TypeError,
-     "gemm: B must be"),
+    ("gemm-int", lambda bk, a: bk.gemm(a(2, 2), bk.asarray(np.ones((2, 2)), np.int32)), TypeError,
+     "gemm: B must be float32 or float64; got int32"),
     ("gemm-1d", lambda bk, a: bk.gemm(a(3), a(3, 2)), ValueError, "gemm: A must be 2-D; got shape (3,)"),
     ("gemm-inner", lambda bk, a: bk.gemm(a(2, 3), a(4, 2)), ValueError,
      "gemm: op(A) is 2x3 but op(B) is 4x2: the inner sizes differ"),
