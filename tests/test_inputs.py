@@ -187,3 +187,27 @@ def test_activation_none_names_the_valid_ones():
             bp.MLP([3, 4, 1], **kwargs)
     with pytest.raises(ValueError, match="unknown activation None"):
         bp.MLP([3, 4, 4, 1], activation=["tanh", None])
+
+
+def test_arrays_of_the_backend_are_accepted_as_they_are(backend):
+    """On the cuda backend these are device arrays: checked and standardized on the device."""
+    X, Y = data()
+    results = []
+    for on_backend in (False, True):
+        net = bp.MLP([3, 5, 2], backend=backend, dtype="float64", seed=0)
+        wrap = (lambda a: net.backend.asarray(a, np.float64)) if on_backend else (lambda a: a)
+        h = net.fit(wrap(X), wrap(Y), epochs=3, batch_size=8, seed=0, standardize=False)
+        net.standardizer = bp.Standardizer().fit(X)
+        F = np.asarray(net.backend.to_numpy(net.predict(wrap(X))))
+        loss, grads = net.loss_and_grad(wrap(X), wrap(Y), "mse")
+        results.append((h.loss, F, loss, grads.X))
+        big = X.copy()
+        big[1, 1] = 1e39
+        with pytest.raises(ValueError, match="beyond the range"):
+            bp.MLP([3, 5, 2], backend=backend, seed=0).predict(wrap(big))
+        nan = X.copy()
+        nan[2, 0] = np.nan
+        with pytest.raises(ValueError, match=r"X contains NaN or Inf \(first at index \[2, 0\]\)"):
+            net.predict(wrap(nan))
+    for a, b in zip(results[0], results[1]):
+        np.testing.assert_allclose(a, b, rtol=1e-12)

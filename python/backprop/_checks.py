@@ -72,7 +72,7 @@ def as_matrix(x, name):
                              f"[{_index(np.argwhere(masked)[0])}]); masked entries are not numbers: "
                              f"fill them ({name}.filled(value)) or drop those rows first")
         x = np.ma.getdata(x)
-    if type(x) is not np.ndarray:
+    if type(x) is not np.ndarray and not hasattr(x, "__cuda_array_interface__"):
         try:
             x = np.asarray(x)
         except Exception as exc:  # ragged lists; device arrays that refuse an implicit copy

@@ -177,11 +177,25 @@ class MLP:
             self._workspaces[n] = Workspace(self.backend, self.layers, n, self.dtype)
         return self._workspaces[n]
 
+    def _on_device(self, x):
+        """Whether ``x`` is an array of the backend's own (a CuPy array on the cuda backend)."""
+        on_device = getattr(self.backend, "is_device_array", None)
+        return on_device is not None and bool(on_device(x))
+
     def _input(self, X, standardizer=None):
         """X checked, standardized (by ``standardizer``, else the model's own, if any), on the
         backend in the model's dtype; values that would overflow that dtype raise."""
-        X = _checks.check_inputs(X, self.layers[0], finite=False)
         standardizer = self.standardizer if standardizer is None else standardizer
+        if self._on_device(X):  # checked and standardized where it is, no copy to the host
+            X = _checks.check_inputs(X, self.layers[0])
+            if standardizer is not None:  # (X - mean) / scale
+                _checks.check_fits(X, np.float64, "X")
+                mean = self.backend.asarray(standardizer.mean, np.float64)
+                scale = self.backend.asarray(standardizer.scale, np.float64)
+                X = (X.astype(np.float64) - mean) / scale
+            _checks.check_fits(X, self.dtype, "X" if standardizer is None else "the standardized X")
+            return self.backend.asarray(X, self.dtype)
+        X = _checks.check_inputs(X, self.layers[0], finite=False)
         if standardizer is None:
             X = _checks.cast(X, self.dtype, "X", " (fit(..., standardize=True) or a Standardizer "
                              "rescales the inputs)")
@@ -193,6 +207,8 @@ class MLP:
 
     def _target(self, Y, n, loss):
         Y = _checks.check_targets(Y, n, self.layers[-1], loss)
+        if self._on_device(Y):
+            return self.backend.asarray(_checks.check_fits(Y, self.dtype, "Y"), self.dtype)
         return self.backend.asarray(_checks.cast(Y, self.dtype, "Y", " (rescale the targets)"),
                                     self.dtype)
 
@@ -271,18 +287,9 @@ class MLP:
         An array of the backend (a CuPy array on the cuda backend) gives an array of the
         backend, with no copy through the host.
         """
-        on_device = getattr(self.backend, "is_device_array", None)
-        if on_device is not None and on_device(X):
-            X = _checks.check_inputs(X, self.layers[0])
+        if self._on_device(X):
             with self._lock:
-                standardizer = self.standardizer
-                if standardizer is not None:  # on the device: (X - mean) / scale
-                    _checks.check_fits(X, np.float64, "X")
-                    mean = self.backend.asarray(standardizer.mean, np.float64)
-                    scale = self.backend.asarray(standardizer.scale, np.float64)
-                    X = (X.astype(np.float64) - mean) / scale
-                _checks.check_fits(X, self.dtype, "X")
-                X = self.backend.asarray(X, self.dtype)
+                X = self._input(X)
                 F = self._forward(X, self._workspace(X.shape[0]))
                 return F.copy()  # a copy: the workspace buffer is reused
         with self._lock:
