@@ -226,9 +226,7 @@ class Trainer:
         path the whole epoch is one native call.
         """
         n = X.shape[0]
-        if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
-        batch_size = int(batch_size)
+        batch_size = _count(batch_size, "batch_size", 1)
         if order is not None:
             order = self._check_order(order, n)
         sizes = [min(batch_size, n - start) for start in range(0, n, batch_size)]
@@ -264,7 +262,7 @@ def _snapshot(net):
 
 
 class FiniteCheck:
-    """``check()``: whether every parameter of ``net`` is finite, cheap enough for every epoch.
+    """Called, says whether every parameter of ``net`` is finite; cheap enough for every epoch.
 
     Small host models (numpy and cpu backends) gather their parameters into one buffer and test
     it in one pass (4 µs for Raissi's 22 arrays, where a test per array costs 30 µs);
@@ -382,6 +380,7 @@ def fit(net, X, Y, loss="mse", optimizer="adam", lr=1e-3, epochs=100, batch_size
         X_dev = net._input(X, standardizer)
         n = X_dev.shape[0]
         Y_dev = net._target(Y, n, loss)
+        X_val = Y_val = None
         if validation_data is not None:
             X_val = net._input(validation_data[0], standardizer)
             Y_val = net._target(validation_data[1], X_val.shape[0], loss)
@@ -396,10 +395,8 @@ def fit(net, X, Y, loss="mse", optimizer="adam", lr=1e-3, epochs=100, batch_size
         if standardizer is not None:
             net.standardizer = standardizer
         try:
-            return _train(net, trainer, X_dev, Y_dev, X_val if validation_data is not None else None,
-                          Y_val if validation_data is not None else None, loss, batch_size,
-                          shuffle, seed, lr_schedule, first_lr, stopper, epoch_iter, verbose,
-                          params_finite)
+            return _train(net, trainer, X_dev, Y_dev, X_val, Y_val, loss, batch_size, shuffle,
+                          seed, lr_schedule, first_lr, stopper, epoch_iter, verbose, params_finite)
         finally:
             if verbose:
                 epoch_iter.close()
