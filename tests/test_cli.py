@@ -140,8 +140,8 @@ def test_user_errors_are_one_line_and_exit_2(argv, message, capsys, monkeypatch)
         cli.main(argv)
     assert exit_.value.code == 2
     captured = capsys.readouterr()
-    assert captured.err == f"backprop: error: {message}\n" or (
-        captured.err.startswith(f"backprop: error: {message}") and captured.err.count("\n") == 1)
+    assert captured.err.startswith(f"backprop: error: {message}")
+    assert captured.err.count("\n") == 1 and captured.err.endswith("\n")  # one line
     assert captured.out == ""
 
 
