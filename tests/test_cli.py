@@ -85,10 +85,14 @@ def test_demo_short_run_and_plot(tmp_path, capsys):
 def test_info_and_unknown_names(capsys):
     assert cli.main(["info"]) == 0
     assert "numpy  available" in capsys.readouterr().out
-    with pytest.raises(SystemExit, match="unknown configuration 'huge'"):
+    with pytest.raises(SystemExit) as exit_:
         cli.main(["bench", "--configs", "huge"])
-    with pytest.raises(SystemExit, match="unknown backend 'tpu'"):
+    assert exit_.value.code == 2
+    assert "backprop: error: unknown configuration 'huge'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
         cli.main(["bench", "--backends", "tpu"])
+    assert exit_.value.code == 2
+    assert "backprop: error: unknown backend 'tpu'" in capsys.readouterr().err
 
 
 def test_demo_converges_on_the_reference_backend():
@@ -96,3 +100,103 @@ def test_demo_converges_on_the_reference_backend():
     from backprop import demo
     result = demo.run(backend="numpy", steps=2500)
     assert result["error"] < 0.05 and np.isfinite(result["final_loss"])
+
+
+def _env():
+    """The environment of a child process that imports this backprop."""
+    import os
+
+    import backprop
+    env = dict(os.environ)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(backprop.__file__)))
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def _refuse_to_run(*args, **kwargs):
+    raise AssertionError("the command ran although its arguments were wrong")
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["demo", "--backend", "bogus"], "unknown backend 'bogus'; valid: auto, numpy, cpu, cuda"),
+    (["demo", "--steps", "0"], "--steps must be >= 1; got 0"),
+    (["demo", "--steps", "-5"], "--steps must be >= 1; got -5"),
+    (["demo", "--seed", "-1"], "--seed must be >= 0; got -1"),
+    (["bench", "--configs", ""], "no configurations given"),
+    (["bench", "--configs", " , "], "no configurations given"),
+    (["bench", "--backends", ""], "no backends given"),
+    (["bench", "--peak", "-5"], "--peak must be a finite number of GFLOP/s > 0; got -5"),
+    (["bench", "--peak", "nan"], "--peak must be a finite number of GFLOP/s > 0; got nan"),
+    (["bench", "--peak", "inf"], "--peak must be a finite number"),
+    (["bench", "--repeat", "0"], "--repeat must be >= 1"),
+    (["bench", "--json", "/nonexistent-dir/results.json"], "--json /nonexistent-dir/results.json: no such directory"),
+    (["bench", "--json", "."], "--json .: is a directory"),
+])
+def test_user_errors_are_one_line_and_exit_2(argv, message, capsys, monkeypatch):
+    from backprop import demo
+    monkeypatch.setattr(bench, "run", _refuse_to_run)  # checked before any work
+    monkeypatch.setattr(demo, "run", _refuse_to_run)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(argv)
+    assert exit_.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith(f"backprop: error: {message}")
+    assert captured.err.count("\n") == 1 and captured.err.endswith("\n")  # one line
+    assert captured.out == ""
+
+
+def test_plot_without_matplotlib_is_a_user_error(capsys, monkeypatch, tmp_path):
+    from backprop import demo
+
+    def missing():
+        raise RuntimeError("plotting needs matplotlib: pip install 'backprop[plot]'")
+    monkeypatch.setattr(demo, "require_matplotlib", missing)
+    monkeypatch.setattr(demo, "run", _refuse_to_run)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["demo", "--steps", "5", "--plot", str(tmp_path / "out.png")])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == ("backprop: error: --plot: plotting needs matplotlib: "
+                                       "pip install 'backprop[plot]'\n")
+
+
+def test_unwritable_json_path_is_found_before_the_benchmark(tmp_path, capsys, monkeypatch):
+    import os
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        if os.access(folder, os.W_OK):
+            pytest.skip("running as a user who can write anywhere")
+        monkeypatch.setattr(bench, "run", _refuse_to_run)
+        with pytest.raises(SystemExit) as exit_:
+            cli.main(["bench", "--quick", "--json", str(folder / "r.json")])
+        assert exit_.value.code == 2
+        assert "permission denied" in capsys.readouterr().err
+    finally:
+        folder.chmod(0o700)
+
+
+def test_user_error_in_a_real_process_has_no_traceback():
+    import subprocess
+    import sys
+    proc = subprocess.run([sys.executable, "-m", "backprop", "demo", "--steps", "-5"],
+                          capture_output=True, text=True, env=_env(), timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr == "backprop: error: --steps must be >= 1; got -5\n"
+
+
+def test_output_into_a_closed_pipe_exits_quietly():
+    """`backprop info | head -1`: the reader is gone before the output is written."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "backprop", "info"], stdout=write_end,
+                              stderr=subprocess.PIPE, env=_env(), timeout=120)
+    finally:
+        os.close(write_end)
+    assert proc.stderr == b""
+    assert proc.returncode == 128 + signal.SIGPIPE

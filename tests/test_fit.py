@@ -166,6 +166,19 @@ def test_verbose_shows_a_progress_bar(rng, capsys):
     assert "3/3" in err and "val_loss" in err
 
 
+def test_verbose_into_a_file_writes_a_bounded_amount(rng, tmp_path, monkeypatch):
+    """stderr to a file (not a terminal): a few updates, not one rewrite per epoch (which wrote
+    173 KB for 2,000 epochs); the final state is still there."""
+    X, Y = regression(rng, n=16)
+    log = tmp_path / "fit.log"
+    with open(log, "w") as f:
+        monkeypatch.setattr("sys.stderr", f)
+        bp.MLP([2, 4, 1], seed=0).fit(X, Y, epochs=2000, verbose=True, validation_data=(X, Y))
+    text = log.read_text()
+    assert len(text) < 5000, f"{len(text)} bytes for 2,000 epochs"
+    assert "2000/2000" in text and "val_loss" in text
+
+
 def test_classification_reaches_high_accuracy(backend, rng):
     X = rng.normal(size=(200, 2))
     labels = (X[:, 0] * X[:, 1] > 0).astype(int)

@@ -61,3 +61,37 @@ def test_einsum_rejects_what_it_cannot_do():
         bp.einsum("ij,jk->ik", A)
     with pytest.raises(ValueError, match="starts from a scalar"):
         A.backward()
+
+
+def test_backward_twice_accumulates_leaves_once_per_call(rng):
+    """PyTorch's semantics (with a retained graph): each backward adds the gradients to the
+    leaves once; intermediate tensors hold the gradients of the latest call."""
+    X0, W0, b0, Y0 = rng.normal(size=(4, 3)), rng.normal(size=(3, 2)), rng.normal(size=2), rng.normal(size=(4, 2))
+    W, b, X = bp.Tensor(W0), bp.Tensor(b0), bp.Tensor(X0)
+    H = add(bp.einsum("ni,ij->nj", X, W), b)
+    A = activation(H, "tanh")
+    L = sse(add(A, A), Y0)  # A used twice: a diamond in the graph
+    L.backward()
+    once = {"W": W.grad.copy(), "b": b.grad.copy(), "X": X.grad.copy(), "A": A.grad.copy(),
+            "H": H.grad.copy()}
+    L.backward()
+    np.testing.assert_allclose(W.grad, 2 * once["W"], rtol=1e-12)
+    np.testing.assert_allclose(b.grad, 2 * once["b"], rtol=1e-12)
+    np.testing.assert_allclose(X.grad, 2 * once["X"], rtol=1e-12)
+    np.testing.assert_array_equal(A.grad, once["A"])  # intermediates: this call's values
+    np.testing.assert_array_equal(H.grad, once["H"])
+    np.testing.assert_array_equal(L.grad, 1.0)
+    # the gradient itself is right: against finite differences of the same objective
+    def objective():
+        A_ = np.tanh(X0 @ W0 + b0)
+        return 0.5 * np.sum((2 * A_ - Y0) ** 2)
+    np.testing.assert_allclose(once["W"], numeric_gradient(objective, W0, 1e-6), rtol=1e-6)
+
+
+def test_backward_from_a_deep_chain():
+    x = bp.Tensor(np.ones(3))
+    y = x
+    for _ in range(3000):  # deeper than Python's recursion limit
+        y = add(y, bp.Tensor(np.zeros(3)))
+    bp.einsum("i->", y).backward()
+    np.testing.assert_array_equal(x.grad, np.ones(3))

@@ -3,25 +3,55 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import math
+import os
 import shlex
+import signal
 import sys
 
 from . import bench, demo
 from .backends import BACKENDS, why_unavailable
 
+EXIT_USAGE = 2  # argparse's exit status for a command-line error
 
-def _names(text, valid, what):
+
+class UsageError(Exception):
+    """A user error on the command line: reported as one line, exit status 2, no traceback."""
+
+
+def _names(text, valid, what, plural):
     names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise UsageError(f"no {plural} given (valid: {', '.join(valid)})")
     for name in names:
         if name not in valid:
-            raise SystemExit(f"backprop: unknown {what} {name!r}; valid: {', '.join(valid)}")
+            raise UsageError(f"unknown {what} {name!r}; valid: {', '.join(valid)}")
     return names
 
 
+def _check_writable(path, option):
+    """Raises UsageError unless a file can be written at ``path`` (checked before the work)."""
+    if os.path.isdir(path):
+        raise UsageError(f"{option} {path}: is a directory")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise UsageError(f"{option} {path}: no such directory {folder}")
+    if not os.access(folder, os.W_OK | os.X_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        raise UsageError(f"{option} {path}: permission denied")
+
+
 def cmd_bench(args):
-    configs = _names(args.configs, tuple(bench.CONFIGS), "configuration")
-    backends = _names(args.backends, BACKENDS, "backend") if args.backends else None
+    configs = _names(args.configs, tuple(bench.CONFIGS), "configuration", "configurations")
+    backends = (_names(args.backends, BACKENDS, "backend", "backends")
+                if args.backends is not None else None)
+    if args.repeat < 1:
+        raise UsageError(f"--repeat must be >= 1; got {args.repeat}")
+    if args.peak is not None and not (math.isfinite(args.peak) and args.peak > 0):
+        raise UsageError(f"--peak must be a finite number of GFLOP/s > 0; got {args.peak}")
+    if args.json:
+        _check_writable(args.json, "--json")  # before the benchmark runs, not after
     result = bench.run(configs=configs, backends=backends, dtype=args.dtype, repeat=args.repeat,
                        torch=args.torch, quick=args.quick, peak_gflops=args.peak)
     result["command"] = "backprop " + " ".join(shlex.quote(a) for a in args.argv)
@@ -29,25 +59,49 @@ def cmd_bench(args):
           f"one training step (forward, backward, SGD update), median of {args.repeat if not args.quick else min(args.repeat, 3)} rounds")
     print(bench.format_table(result))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+        try:
+            with open(args.json, "w") as f:
+                json.dump(result, f, indent=2)
+        except OSError as exc:
+            raise UsageError(f"--json {args.json}: {exc.strerror or exc} (the table above has "
+                             "the results)") from None
         print(f"wrote {args.json}")
     return 0
 
 
+def _demo_backend(name):
+    if name == "auto":
+        return "cpu" if why_unavailable("cpu") is None else "numpy"
+    if name not in BACKENDS:
+        raise UsageError(f"unknown backend {name!r}; valid: auto, {', '.join(BACKENDS)}")
+    reason = why_unavailable(name)
+    if reason is not None:
+        raise UsageError(f"backend {name!r} is unavailable here: {reason}")
+    return name
+
+
 def cmd_demo(args):
-    if args.plot:
-        demo.require_matplotlib()  # before training, not after
-    backend = args.backend
-    if backend == "auto":
-        backend = "cpu" if why_unavailable("cpu") is None else "numpy"
+    if args.steps < 1:
+        raise UsageError(f"--steps must be >= 1; got {args.steps}")
+    if args.seed < 0:
+        raise UsageError(f"--seed must be >= 0; got {args.seed}")
+    backend = _demo_backend(args.backend)
+    if args.plot:  # before training, not after
+        try:
+            demo.require_matplotlib()
+        except RuntimeError as exc:
+            raise UsageError(f"--plot: {exc}") from None
+        _check_writable(args.plot, "--plot")
     print(f"fitting x sin(4πx) with [1]+[10]*10+[1] tanh on backend {backend!r}: "
           f"{4 * args.steps} full-batch Adam steps (rates 1e-3, 1e-4, 1e-5, 1e-6)")
     result = demo.run(backend=backend, steps=args.steps, seed=args.seed, verbose=args.progress)
     print(f"relative L2 error on 1000 test points: {100 * result['error']:.3f}% "
           f"({result['steps']} steps in {result['seconds']:.1f} s, final loss {result['final_loss']:.3g})")
     if args.plot:
-        demo.plot(result, args.plot)
+        try:
+            demo.plot(result, args.plot)
+        except OSError as exc:
+            raise UsageError(f"--plot {args.plot}: {exc.strerror or exc}") from None
         print(f"wrote {args.plot}")
     return 0
 
@@ -94,13 +148,36 @@ def build_parser():
     return parser
 
 
+def _quiet_stdout():
+    """After a broken pipe: point stdout at /dev/null so the exit flush writes nowhere."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        pass  # a stdout without a file descriptor (captured output)
+
+
 def main(argv=None):
+    """Runs one command; returns its exit status. A command-line error (a bad option value, an
+    unknown name, an unwritable output path) prints ``backprop: error: ...`` on stderr and exits
+    with status 2, without a traceback; so does argparse for the options it parses."""
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     args.argv = argv
-    if getattr(args, "repeat", 1) < 1:
-        raise SystemExit("backprop: --repeat must be >= 1")
-    return args.func(args)
+    try:
+        status = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at exit
+        return status
+    except UsageError as exc:
+        print(f"backprop: error: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE) from None
+    except BrokenPipeError:  # `backprop info | head -1`: the reader left; stop quietly
+        _quiet_stdout()
+        return 128 + signal.SIGPIPE
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return 128 + signal.SIGINT
 
 
 if __name__ == "__main__":

@@ -8,9 +8,12 @@ activation buffers on that backend between calls.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
+import threading
 import zipfile
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,9 +71,12 @@ class MLP:
                  backend="numpy", dtype="float32", seed=None):
         self.layers = _checks.check_layers(layers)
         n_hidden = len(self.layers) - 2
-        if isinstance(activation, str):
-            activation = [activation] * n_hidden
-        activation = list(activation)
+        if activation is None or isinstance(activation, str):
+            activation = [_checks.check_activation(activation)] * n_hidden
+        try:
+            activation = list(activation)
+        except TypeError:
+            _checks.check_activation(activation)  # raises: unknown activation, the valid ones
         if len(activation) != n_hidden:
             raise ValueError(f"{len(activation)} activations given for {n_hidden} hidden layers")
         self.activations = [_checks.check_activation(a) for a in activation]
@@ -86,6 +92,19 @@ class MLP:
         self._dW = [self.backend.zeros(W.shape, self.dtype) for W in weights]
         self._db = [self.backend.zeros(b.shape, self.dtype) for b in biases]
         self._workspaces = {}
+        # one call at a time: predict, loss_and_grad, fit, set_params and the parameter getters
+        # share the workspaces and parameter buffers (re-entrant: fit calls set_params)
+        self._lock = threading.RLock()
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        del state["_lock"]
+        state["_workspaces"] = {}
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.RLock()
 
     # ---- parameters -------------------------------------------------------------------
 
@@ -102,12 +121,14 @@ class MLP:
     @property
     def weights(self):
         """Host copies of W_0 ... W_{L-1}, W_l of shape (p_l, p_{l+1})."""
-        return [np.array(self.backend.to_numpy(W)) for W in self._W]
+        with self._lock:
+            return [np.array(self.backend.to_numpy(W)) for W in self._W]
 
     @property
     def biases(self):
         """Host copies of b_0 ... b_{L-1}, b_l of shape (p_{l+1},)."""
-        return [np.array(self.backend.to_numpy(b)) for b in self._b]
+        with self._lock:
+            return [np.array(self.backend.to_numpy(b)) for b in self._b]
 
     @property
     def params(self):
@@ -139,10 +160,13 @@ class MLP:
                 raise ValueError(f"biases[{l}] must have shape {(q,)}; got {tuple(b.shape)}")
             _checks.check_finite(W, f"weights[{l}]")
             _checks.check_finite(b, f"biases[{l}]")
+            _checks.check_fits(W, self.dtype, f"weights[{l}]")
+            _checks.check_fits(b, self.dtype, f"biases[{l}]")
             checked.append((W, b))
-        for l, (W, b) in enumerate(checked):
-            self._W[l][...] = self.backend.asarray(W, self.dtype)
-            self._b[l][...] = self.backend.asarray(b, self.dtype)
+        with self._lock:
+            for l, (W, b) in enumerate(checked):
+                self._W[l][...] = self.backend.asarray(W, self.dtype)
+                self._b[l][...] = self.backend.asarray(b, self.dtype)
 
     # ---- forward and backward ---------------------------------------------------------
 
@@ -153,16 +177,40 @@ class MLP:
             self._workspaces[n] = Workspace(self.backend, self.layers, n, self.dtype)
         return self._workspaces[n]
 
-    def _input(self, X):
-        """X checked, standardized if the model has a Standardizer, on the backend in its dtype."""
-        X = _checks.check_inputs(X, self.layers[0])
-        if self.standardizer is not None:
-            X = self.standardizer.transform(X)
+    def _on_device(self, x):
+        """Whether ``x`` is an array of the backend's own (a CuPy array on the cuda backend)."""
+        on_device = getattr(self.backend, "is_device_array", None)
+        return on_device is not None and bool(on_device(x))
+
+    def _input(self, X, standardizer=None):
+        """X checked, standardized (by ``standardizer``, else the model's own, if any), on the
+        backend in the model's dtype; values that would overflow that dtype raise."""
+        standardizer = self.standardizer if standardizer is None else standardizer
+        if self._on_device(X):  # checked and standardized where it is, no copy to the host
+            X = _checks.check_inputs(X, self.layers[0])
+            if standardizer is not None:  # (X - mean) / scale
+                _checks.check_fits(X, np.float64, "X")
+                mean = self.backend.asarray(standardizer.mean, np.float64)
+                scale = self.backend.asarray(standardizer.scale, np.float64)
+                X = (X.astype(np.float64) - mean) / scale
+            _checks.check_fits(X, self.dtype, "X" if standardizer is None else "the standardized X")
+            return self.backend.asarray(X, self.dtype)
+        X = _checks.check_inputs(X, self.layers[0], finite=False)
+        if standardizer is None:
+            X = _checks.cast(X, self.dtype, "X", " (fit(..., standardize=True) or a Standardizer "
+                             "rescales the inputs)")
+        else:
+            _checks.check_finite(X, "X")
+            _checks.check_fits(X, np.float64, "X")
+            X = _checks.cast(standardizer.transform(X), self.dtype, "the standardized X")
         return self.backend.asarray(X, self.dtype)
 
     def _target(self, Y, n, loss):
         Y = _checks.check_targets(Y, n, self.layers[-1], loss)
-        return self.backend.asarray(Y, self.dtype)
+        if self._on_device(Y):
+            return self.backend.asarray(_checks.check_fits(Y, self.dtype, "Y"), self.dtype)
+        return self.backend.asarray(_checks.cast(Y, self.dtype, "Y", " (rescale the targets)"),
+                                    self.dtype)
 
     def _forward(self, X, ws, masks=None):
         """F, with every layer's activation left in the workspace for the backward pass.
@@ -225,9 +273,13 @@ class MLP:
     # ---- public API -------------------------------------------------------------------
 
     def forward(self, X):
-        """F for X given as an array of the backend (no checks, no copy back): the raw forward."""
-        ws = self._workspace(X.shape[0])
-        return self._forward(X, ws)
+        """F for X given as an array of the backend (no checks, no copy back): the raw forward.
+
+        F is a buffer of the model's workspace that the next call overwrites.
+        """
+        with self._lock:
+            ws = self._workspace(X.shape[0])
+            return self._forward(X, ws)
 
     def predict(self, X):
         """The network's output F (n x p_L) for inputs X (n x p_0): numpy in, numpy out.
@@ -235,17 +287,15 @@ class MLP:
         An array of the backend (a CuPy array on the cuda backend) gives an array of the
         backend, with no copy through the host.
         """
-        on_device = getattr(self.backend, "is_device_array", None)
-        if on_device is not None and on_device(X):
-            X = _checks.check_inputs(X, self.layers[0])
-            if self.standardizer is not None:  # on the device: (X - mean) / scale
-                mean = self.backend.asarray(self.standardizer.mean, np.float64)
-                scale = self.backend.asarray(self.standardizer.scale, np.float64)
-                X = (X.astype(np.float64) - mean) / scale
-            X = self.backend.asarray(X, self.dtype)
-            return self.forward(X).copy()  # a copy: the workspace buffer is reused
-        F = self.forward(self._input(X))
-        return np.array(self.backend.to_numpy(F))
+        if self._on_device(X):
+            with self._lock:
+                X = self._input(X)
+                F = self._forward(X, self._workspace(X.shape[0]))
+                return F.copy()  # a copy: the workspace buffer is reused
+        with self._lock:
+            X = self._input(X)
+            F = self._forward(X, self._workspace(X.shape[0]))
+            return np.array(self.backend.to_numpy(F))
 
     def loss_and_grad(self, X, Y, loss="sse"):
         """(loss, grads) at X, Y: ``grads.weights``, ``grads.biases`` and ``grads.X`` = dLoss/dX.
@@ -253,15 +303,17 @@ class MLP:
         dLoss/dX is Raissi's G_0 W_0ᵀ, taken with respect to the raw X (before any Standardizer).
         """
         loss = _checks.check_loss(loss)
-        Xb = self._input(X)
-        Yb = self._target(Y, Xb.shape[0], loss)
-        value, dX = self._loss_and_grad(Xb, Yb, loss, need_dX=True)
-        dX = np.array(self.backend.to_numpy(dX))
-        if self.standardizer is not None:
-            dX = dX / self.standardizer.scale.astype(dX.dtype)
-        grads = Grads([np.array(self.backend.to_numpy(g)) for g in self._dW],
-                      [np.array(self.backend.to_numpy(g)) for g in self._db], dX)
-        return float(value), grads
+        with self._lock:
+            standardizer = self.standardizer
+            Xb = self._input(X, standardizer)
+            Yb = self._target(Y, Xb.shape[0], loss)
+            value, dX = self._loss_and_grad(Xb, Yb, loss, need_dX=True)
+            dX = np.array(self.backend.to_numpy(dX))
+            if standardizer is not None:
+                dX = dX / standardizer.scale.astype(dX.dtype)
+            grads = Grads([np.array(self.backend.to_numpy(g)) for g in self._dW],
+                          [np.array(self.backend.to_numpy(g)) for g in self._db], dX)
+            return float(value), grads
 
     def fit(self, X, Y, loss="mse", optimizer="adam", lr=1e-3, epochs=100, batch_size=None,
             l1=0.0, l2=0.0, dropout=0.0, validation_data=None, early_stopping=None,
@@ -284,11 +336,14 @@ class MLP:
         config = self.config()
         config["dtype"] = self.dtype if dtype is None else dtype
         net = MLP(backend=backend, **config)
-        net.set_params(self.weights, self.biases)
-        net.standardizer = self.standardizer
+        with self._lock:
+            weights, biases, standardizer = self.weights, self.biases, self.standardizer
+        net.set_params(weights, biases)
+        net.standardizer = None if standardizer is None else standardizer.copy()
         return net
 
     def copy(self):
+        """An independent copy: same backend, dtype, parameters and (a copy of the) Standardizer."""
         return self.to(self.backend)
 
     def __repr__(self):
@@ -301,11 +356,13 @@ class MLP:
         """Writes the model to ``path`` (.npz) atomically: a temporary file renamed into place."""
         header = {"format": FILE_FORMAT, "version": FILE_VERSION, **self.config()}
         arrays = {"header": np.array(json.dumps(header))}
-        for l, (W, b) in enumerate(zip(self.weights, self.biases)):
+        with self._lock:
+            weights, biases, standardizer = self.weights, self.biases, self.standardizer
+        for l, (W, b) in enumerate(zip(weights, biases)):
             arrays[f"W{l}"], arrays[f"b{l}"] = W, b
-        if self.standardizer is not None:
-            arrays["standardizer_mean"] = self.standardizer.mean
-            arrays["standardizer_scale"] = self.standardizer.scale
+        if standardizer is not None:
+            arrays["standardizer_mean"] = standardizer.mean
+            arrays["standardizer_scale"] = standardizer.scale
         path = os.fspath(path)
         folder = os.path.dirname(os.path.abspath(path))
         fd, tmp = tempfile.mkstemp(prefix=".backprop-", suffix=".tmp", dir=folder)
@@ -322,37 +379,161 @@ class MLP:
 
     @classmethod
     def load(cls, path, backend="numpy", dtype=None):
-        """A model read from a file written by ``save``, on ``backend``."""
+        """A model read from a file written by ``save``, on ``backend``.
+
+        The file is checked before anything is allocated: the header's layers against the
+        shapes the .npz members declare (read from their .npy headers, not their data), each
+        array against ``MAX_ARRAY_ELEMENTS``; only the members a model file has are read, and
+        any other member is rejected unread.
+        """
         path = os.fspath(path)
         try:
-            with np.load(path, allow_pickle=False) as data:
-                arrays = {key: data[key] for key in data.files}
+            f = open(path, "rb")
         except FileNotFoundError:
             raise
-        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        except OSError as exc:
             raise ValueError(f"{path} is not a backprop model file (not a readable .npz: {exc})") from None
-        if "header" not in arrays:
+        with f:
+            if f.read(6) == b"\x93NUMPY":
+                raise ValueError(f"{path} is a .npy file (one array), not a backprop model file "
+                                 "(the .npz that MLP.save writes)")
+            f.seek(0)
+            try:
+                zf = zipfile.ZipFile(f)
+            except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+                raise ValueError(f"{path} is not a backprop model file (not a readable .npz: {exc})") from None
+            with zf:
+                try:
+                    return cls._load_members(path, zf, backend, dtype)
+                except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as exc:
+                    raise ValueError(f"{path} is a damaged backprop model file ({exc})") from None
+
+    @classmethod
+    def _load_members(cls, path, zf, backend, dtype):
+        def damaged(why):
+            return ValueError(f"{path} is a damaged backprop model file ({why})")
+
+        members = {}
+        for info in zf.infolist():
+            members.setdefault(info.filename, info)
+        if "header.npy" not in members:
             raise ValueError(f"{path} is not a backprop model file (no header)")
+        header = _read_header(path, zf, members["header.npy"])
+        for key in ("layers", "activation", "output_activation", "init", "dtype", "seed"):
+            if key not in header:
+                raise damaged(f"missing {key!r} in the header")
         try:
-            header = json.loads(str(arrays["header"]))
-        except json.JSONDecodeError:
-            raise ValueError(f"{path} is not a backprop model file (unreadable header)") from None
-        if not isinstance(header, dict) or header.get("format") != FILE_FORMAT:
-            raise ValueError(f"{path} is not a backprop model file (format "
-                             f"{header.get('format') if isinstance(header, dict) else None!r})")
-        if header.get("version") != FILE_VERSION:
-            raise ValueError(f"{path} was written by another version of backprop (file version "
-                             f"{header.get('version')!r}; this version reads {FILE_VERSION})")
+            layers = _checks.check_layers(header.get("layers"))
+        except (TypeError, ValueError) as exc:
+            raise damaged(f"header: {exc}") from None
+        L = len(layers) - 1
+        expected = {f"W{l}": (layers[l], layers[l + 1]) for l in range(L)}
+        expected.update({f"b{l}": (layers[l + 1],) for l in range(L)})
+        for name, shape in expected.items():
+            if math.prod(shape) > MAX_ARRAY_ELEMENTS:
+                raise damaged(f"the header declares layers {layers}: {name} would have shape "
+                              f"{shape}, more than {MAX_ARRAY_ELEMENTS} entries")
+        has_mean = "standardizer_mean.npy" in members
+        has_scale = "standardizer_scale.npy" in members
+        if has_mean != has_scale:
+            raise damaged("standardizer_mean without standardizer_scale" if has_mean else
+                          "standardizer_scale without standardizer_mean")
+        if has_mean:
+            expected["standardizer_mean"] = expected["standardizer_scale"] = (layers[0],)
+        for name in members:
+            if name == "header.npy" or (name.endswith(".npy") and name[:-4] in expected):
+                continue
+            raise damaged(f"unexpected member {name!r}; a model file of {L} layers holds header, "
+                          f"W0..W{L - 1}, b0..b{L - 1} and optionally standardizer_mean and "
+                          "standardizer_scale")
+        for name, shape in expected.items():
+            if name + ".npy" not in members:
+                raise damaged(f"missing {name!r}")
+            found = _npy_shape(zf, members[name + ".npy"], name)
+            if isinstance(found, str):
+                raise damaged(found)
+            if found != shape:
+                raise damaged(f"{name} has shape {found} in the file, but the header's layers "
+                              f"{layers} need {shape}")
         try:
-            net = cls(header["layers"], activation=header["activation"],
+            net = cls(layers, activation=header["activation"],
                       output_activation=header["output_activation"], init=header["init"],
                       backend=backend, dtype=dtype or header["dtype"], seed=header["seed"])
-            L = net.n_layers
-            net.set_params([arrays[f"W{l}"] for l in range(L)], [arrays[f"b{l}"] for l in range(L)])
-        except KeyError as exc:
-            raise ValueError(f"{path} is a damaged backprop model file (missing {exc})") from None
-        if "standardizer_mean" in arrays:
+        except (TypeError, ValueError) as exc:
+            raise damaged(f"header: {exc}") from None
+
+        def read(name):
+            with zf.open(members[name + ".npy"]) as member:
+                return np.lib.format.read_array(member, allow_pickle=False)
+        try:
+            net.set_params([read(f"W{l}") for l in range(L)], [read(f"b{l}") for l in range(L)])
+        except (TypeError, ValueError) as exc:
+            raise damaged(str(exc)) from None
+        if has_mean:
             from .standardize import Standardizer
-            net.standardizer = Standardizer.from_arrays(arrays["standardizer_mean"],
-                                                        arrays["standardizer_scale"])
+            try:
+                net.standardizer = Standardizer.from_arrays(read("standardizer_mean"),
+                                                            read("standardizer_scale"))
+            except (TypeError, ValueError) as exc:
+                raise damaged(str(exc)) from None
         return net
+
+
+# the largest array ``load`` accepts (entries): 32-bit indexing in the native kernels
+MAX_ARRAY_ELEMENTS = 2**31 - 1
+_HEADER_MAX_BYTES = 1 << 20
+
+
+def _npy_header(zf, info):
+    """(shape, dtype, data offset) from a .npy member's header, without reading its data."""
+    with zf.open(info) as member:
+        version = np.lib.format.read_magic(member)
+        if version == (1, 0):
+            shape, _, dt = np.lib.format.read_array_header_1_0(member)
+        elif version == (2, 0):
+            shape, _, dt = np.lib.format.read_array_header_2_0(member)
+        else:
+            raise ValueError(f"unsupported .npy version {version}")
+        return tuple(int(d) for d in shape), dt, member.tell()
+
+
+def _npy_shape(zf, info, name):
+    """The shape a numeric .npy member declares, read from its header (not its data); a string
+    saying what is wrong when the header is unreadable, the dtype is not numeric, or the
+    member's size does not match the header."""
+    try:
+        shape, dt, offset = _npy_header(zf, info)
+    except ValueError as exc:
+        return f"{name}: unreadable .npy header ({exc})"
+    if dt.hasobject or dt.kind not in "fiu":
+        return f"{name} has dtype {dt}; a model file holds real numbers"
+    if math.prod(shape) * dt.itemsize + offset != info.file_size:
+        return (f"{name}: its .npy header declares {shape} of {dt} but the member holds "
+                f"{info.file_size - offset} bytes of data")
+    return shape
+
+
+def _read_header(path, zf, info):
+    """The JSON header of a model file as a dict, after its format and version are checked."""
+    unreadable = ValueError(f"{path} is not a backprop model file (unreadable header)")
+    if info.file_size > _HEADER_MAX_BYTES:
+        raise unreadable
+    try:
+        shape, dt, _ = _npy_header(zf, info)
+    except ValueError:
+        raise unreadable from None
+    if shape != () or dt.kind != "U":
+        raise unreadable
+    try:
+        with zf.open(info) as member:
+            text = str(np.lib.format.read_array(member, allow_pickle=False))
+        header = json.loads(text)
+    except (ValueError, json.JSONDecodeError):
+        raise ValueError(f"{path} is not a backprop model file (unreadable header)") from None
+    if not isinstance(header, dict) or header.get("format") != FILE_FORMAT:
+        raise ValueError(f"{path} is not a backprop model file (format "
+                         f"{header.get('format') if isinstance(header, dict) else None!r})")
+    if header.get("version") != FILE_VERSION:
+        raise ValueError(f"{path} was written by another version of backprop (file version "
+                         f"{header.get('version')!r}; this version reads {FILE_VERSION})")
+    return header

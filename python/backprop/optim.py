@@ -8,8 +8,10 @@ the backend's in-place kernels ``sgd_update`` and ``adam_update``.
 from __future__ import annotations
 
 import math
+import signal
+import threading
 
-from ._checks import check_name, check_rate
+from ._checks import check_in, check_name, check_number, check_rate
 
 
 class Optimizer:
@@ -47,9 +49,7 @@ class SGD(Optimizer):
 
     def __init__(self, lr=1e-2, momentum=0.0, nesterov=False):
         super().__init__(lr)
-        self.momentum = check_rate(momentum, "momentum")
-        if self.momentum >= 1:
-            raise ValueError(f"momentum must be in [0, 1); got {momentum}")
+        self.momentum = check_in(momentum, "momentum", 0.0, 1.0)
         if nesterov and self.momentum == 0:
             raise ValueError("nesterov momentum needs momentum > 0")
         self.nesterov = bool(nesterov)
@@ -82,12 +82,11 @@ class Adam(Optimizer):
 
     def __init__(self, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8):
         super().__init__(lr)
-        for key, value in (("beta1", beta1), ("beta2", beta2)):
-            if not 0 <= float(value) < 1:
-                raise ValueError(f"{key} must be in [0, 1); got {value}")
-        if not float(eps) > 0:
-            raise ValueError(f"eps must be > 0; got {eps}")
-        self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
+        self.beta1 = check_in(beta1, "beta1", 0.0, 1.0)
+        self.beta2 = check_in(beta2, "beta2", 0.0, 1.0)
+        self.eps = check_number(eps, "eps")
+        if not self.eps > 0:
+            raise ValueError(f"eps must be a finite number > 0; got {eps}")
 
     def slots(self):
         return ("m", "v")
@@ -108,8 +107,55 @@ def get_optimizer(optimizer, lr=None):
     return cls() if lr is None else cls(lr=lr)
 
 
+class deferred_sigint:
+    """A context manager that holds back Ctrl-C (SIGINT) until the end of its block.
+
+    In the main thread it installs a handler that only records the signal, and on leaving the
+    block puts the previous handler back and hands it the recorded signal (Python's default one
+    raises KeyboardInterrupt there). Off the main thread, or when the previous handler was not
+    installed from Python, it does nothing: signals are delivered to the main thread only.
+    """
+
+    __slots__ = ("previous", "received")
+
+    def __enter__(self):
+        self.previous, self.received = None, None
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        previous = signal.getsignal(signal.SIGINT)
+        if previous is None:
+            return self
+        try:
+            signal.signal(signal.SIGINT, self._hold)
+        except (ValueError, OSError):  # not the main interpreter
+            return self
+        self.previous = previous
+        return self
+
+    def _hold(self, signum, frame):
+        self.received = frame
+
+    def __exit__(self, *exc):
+        previous = self.previous
+        if previous is None:
+            return False
+        self.previous = None
+        signal.signal(signal.SIGINT, previous)
+        if self.received is not None:
+            frame, self.received = self.received, None
+            if callable(previous):
+                previous(signal.SIGINT, frame)
+            elif previous == signal.SIG_DFL:
+                signal.raise_signal(signal.SIGINT)
+        return False
+
+
 class OptimizerState:
-    """Zero-initialized slots (one buffer per slot per parameter) and the step counter."""
+    """Zero-initialized slots (one buffer per slot per parameter) and the step counter.
+
+    ``step`` counts the updates applied (Adam's t of the last update). It grows here, in
+    ``apply``, on the kernel path, and in ``Trainer._count_updates`` after a fused call.
+    """
 
     def __init__(self, optimizer, backend, params):
         self.optimizer = optimizer
@@ -118,10 +164,15 @@ class OptimizerState:
                       for p in params]
 
     def apply(self, backend, params, grads):
-        """One update of every parameter with its gradient, in place."""
-        self.step += 1
-        for param, grad, slots in zip(params, grads, self.slots):
-            self.optimizer.update(backend, param, grad, slots, self.step)
+        """One update of every parameter with its gradient, in place, all or nothing.
+
+        Ctrl-C during the update is held back until every array has moved (``deferred_sigint``),
+        so an interrupt never leaves some parameters one step ahead of the others.
+        """
+        with deferred_sigint():
+            self.step += 1
+            for param, grad, slots in zip(params, grads, self.slots):
+                self.optimizer.update(backend, param, grad, slots, self.step)
 
 
 # ---- learning-rate schedules: callables epoch -> lr, given to fit(lr_schedule=...) -------
@@ -132,7 +183,8 @@ def piecewise_constant(boundaries, values):
     Raissi's schedule, 10,000 steps at each of 1e-3 ... 1e-6:
     ``piecewise_constant([10000, 20000, 30000], [1e-3, 1e-4, 1e-5, 1e-6])``.
     """
-    boundaries, values = list(boundaries), [check_rate(v) for v in values]
+    boundaries = [check_number(b, "boundary") for b in boundaries]
+    values = [check_rate(v) for v in values]
     if len(values) != len(boundaries) + 1:
         raise ValueError("piecewise_constant needs one more value than boundaries")
     if boundaries != sorted(boundaries):
@@ -150,10 +202,16 @@ def piecewise_constant(boundaries, values):
 def exponential_decay(lr, rate, every=1):
     """lr · rate^(epoch / every)."""
     lr, rate = check_rate(lr), check_rate(rate, "rate")
+    every = check_number(every, "every")
+    if every <= 0:
+        raise ValueError(f"every must be > 0; got {every}")
     return lambda epoch: lr * rate ** (epoch / every)
 
 
 def cosine_decay(lr, epochs, final_lr=0.0):
     """Cosine annealing from ``lr`` to ``final_lr`` over ``epochs`` epochs."""
     lr, final_lr = check_rate(lr), check_rate(final_lr)
+    epochs = check_number(epochs, "epochs")
+    if epochs <= 0:
+        raise ValueError(f"cosine_decay needs epochs > 0; got {epochs}")
     return lambda epoch: final_lr + 0.5 * (lr - final_lr) * (1 + math.cos(math.pi * min(epoch, epochs) / epochs))

@@ -26,17 +26,41 @@ class Standardizer:
         if X.ndim != 2 or X.shape[0] == 0:
             raise ValueError(f"Standardizer.fit needs a non-empty 2-D X; got shape {tuple(X.shape)}")
         _checks.check_finite(X, "X")
+        _checks.check_fits(X, np.float64, "X")
         X = np.asarray(X, dtype=np.float64)
-        self.mean = X.mean(axis=0)
+        mean = X.mean(axis=0)
         std = X.std(axis=0)
-        self.scale = np.where(std > 0, std, 1.0)
+        scale = np.where(std > 0, std, 1.0)
+        # columns so large that their mean or spread overflows float64 cannot be standardized
+        _checks.check_finite(mean, "the column means of X")
+        _checks.check_finite(scale, "the column standard deviations of X")
+        self.mean, self.scale = mean, scale
         return self
 
     @classmethod
     def from_arrays(cls, mean, scale):
+        """A Standardizer with the given column means and scales (copied; every scale a finite
+        number > 0, as transform divides by it)."""
+        mean = np.array(_checks.as_matrix(mean, "mean"), dtype=np.float64)  # copies
+        scale = np.array(_checks.as_matrix(scale, "scale"), dtype=np.float64)
+        if mean.ndim != 1 or mean.shape[0] == 0 or scale.shape != mean.shape:
+            raise ValueError(f"Standardizer needs 1-D mean and scale of one length; got shapes "
+                             f"{mean.shape} and {scale.shape}")
+        _checks.check_finite(mean, "standardizer mean")
+        _checks.check_finite(scale, "standardizer scale")
+        if not bool((scale > 0).all()):
+            bad = int(np.argmax(~(scale > 0)))
+            raise ValueError(f"standardizer scale must be > 0 in every column; got {scale[bad]} "
+                             f"at index [{bad}]")
         obj = cls()
-        obj.mean = np.asarray(mean, dtype=np.float64)
-        obj.scale = np.asarray(scale, dtype=np.float64)
+        obj.mean, obj.scale = mean, scale
+        return obj
+
+    def copy(self):
+        """An independent copy (its own arrays)."""
+        obj = type(self)()
+        if self.mean is not None:
+            obj.mean, obj.scale = self.mean.copy(), self.scale.copy()
         return obj
 
     def _fitted(self):

@@ -38,20 +38,36 @@ class Tensor:
     def shape(self):
         return self.value.shape
 
+    @property
+    def is_leaf(self):
+        """A tensor made by the user (no recorded operation produced it)."""
+        return not self._parents
+
     def backward(self):
-        """Backpropagates from this scalar: self.grad = 1, then every recorded op in reverse."""
+        """Backpropagates from this scalar: dself/dself = 1, then every recorded op in reverse.
+
+        PyTorch's semantics: the gradients of leaves accumulate (``+=``), once per call, so a
+        second ``backward()`` through the same graph adds the same gradients again (2x); the
+        gradients of intermediate tensors hold this call's values (they restart from zero).
+        """
         if self.value.size != 1:
             raise ValueError(f"backward() starts from a scalar; this tensor has shape {self.shape}")
         order, seen = [], set()
-
-        def visit(t):
-            if id(t) not in seen:
-                seen.add(id(t))
-                for parent in t._parents:
-                    visit(parent)
+        stack = [(self, False)]
+        while stack:  # depth-first, parents before children (no recursion limit on deep graphs)
+            t, parents_done = stack.pop()
+            if parents_done:
                 order.append(t)
-        visit(self)
-        self.grad = np.ones_like(self.value)
+                continue
+            if id(t) in seen:
+                continue
+            seen.add(id(t))
+            stack.append((t, True))
+            stack.extend((p, False) for p in reversed(t._parents) if id(p) not in seen)
+        for t in order:
+            if not t.is_leaf:
+                t.grad = np.zeros_like(t.value)
+        self.grad = self.grad + np.ones_like(self.value)
         for t in reversed(order):
             if t._backward is not None:
                 t._backward()
