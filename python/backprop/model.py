@@ -356,3 +356,15 @@ class MLP:
             net.standardizer = Standardizer.from_arrays(arrays["standardizer_mean"],
                                                         arrays["standardizer_scale"])
         return net
+
+    # ---- the Tensor layer ---------------------------------------------------------------
+
+    def __call__(self, X):
+        """F = net(X) as a Tensor (X a Tensor or an array): one recorded dense node per layer."""
+        from .tensor.dense import forward
+        return forward(self, X)
+
+    def parameters(self):
+        """[W_0, b_0, W_1, b_1, ...] as Tensors that share memory with the model."""
+        from .tensor.dense import parameters
+        return parameters(self)
