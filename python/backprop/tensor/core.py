@@ -194,6 +194,19 @@ class Tensor:
 
 # ---- making tensors inside operations (no checks: the caller knows) -----------------------------
 
+def is_backend_array(backend, x):
+    """True when ``x`` is an array of ``backend`` (its ``is_array``, or ``is_device_array``)."""
+    if isinstance(x, np.ndarray):
+        return backend.name in ("numpy", "cpu")
+    test = getattr(backend, "is_device_array", None)
+    if test is not None:
+        return test(x)
+    try:
+        return backend.is_array(x)
+    except NotImplementedError:
+        return False
+
+
 def to_backend(backend, x, dtype):
     """``x`` as an array of ``backend`` and ``dtype``, keeping its shape (0-d included)."""
     value = backend.asarray(x, dtype)
@@ -264,13 +277,10 @@ def as_tensor(x, like, op):
             _fail(op, TypeError, f"tensors of different dtypes ({like.value.dtype} and "
                                  f"{x.value.dtype}); convert one with t.astype(...)")
         return x
-    if like.backend.is_array(x) and x.dtype == like.value.dtype:
+    if is_backend_array(like.backend, x) and x.dtype == like.value.dtype:
         return leaf(x, like.backend)
-    if isinstance(x, np.ndarray) and like.backend.name == "cuda" and x.ndim > 0:
-        _fail(op, TypeError, "a numpy array mixed with a cuda tensor; make it a Tensor on the "
-                             "'cuda' backend first")
     try:
-        value = to_backend(like.backend, x if like.backend.is_array(x) else
+        value = to_backend(like.backend, x if is_backend_array(like.backend, x) else
                            np.asarray(x, dtype=like.value.dtype), like.value.dtype)
     except (TypeError, ValueError) as exc:
         _fail(op, TypeError, f"cannot use {type(x).__name__} as an operand ({exc})")

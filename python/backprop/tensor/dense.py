@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _checks
-from .core import Tensor, _fail, as_tensor, backward_of, kernels, leaf, result
+from .core import Tensor, _fail, as_tensor, backward_of, is_backend_array, kernels, leaf, result
 from .ops_elementwise import activation_derivative
 
 
@@ -95,7 +95,7 @@ def _input(net, X):
         if X.value.ndim != 2 or X.value.shape[1] != net.layers[0]:
             _fail("net(X)", ValueError, f"X must be n x {net.layers[0]}; got shape {X.shape}")
     else:
-        if net.backend.is_array(X) and not isinstance(X, np.ndarray):
+        if is_backend_array(net.backend, X) and not isinstance(X, np.ndarray):
             X = leaf(net.backend.asarray(X, net.dtype), net.backend)
         else:
             X = leaf(net.backend.asarray(_checks.check_inputs(X, net.layers[0]), net.dtype),
