@@ -24,19 +24,22 @@ def _freed(out, g, graph):
 def _topological(roots):
     """Every tensor that requires grad and leads to ``roots``, each after all its parents."""
     order, seen = [], set()
+    push, pop, add, emit = None, None, seen.add, order.append
     stack = [(r, False) for r in roots]
+    push, pop = stack.append, stack.pop
     while stack:
-        t, expanded = stack.pop()
+        t, expanded = pop()
         if expanded:
-            order.append(t)
+            emit(t)
             continue
-        if id(t) in seen:
+        k = id(t)
+        if k in seen:
             continue
-        seen.add(id(t))
-        stack.append((t, True))
+        add(k)
+        push((t, True))
         for p in t._parents:
             if p.requires_grad and id(p) not in seen:
-                stack.append((p, False))
+                push((p, False))
     return order
 
 

@@ -23,7 +23,8 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _checks
-from .core import Tensor, _fail, as_tensor, backward_of, is_backend_array, kernels, leaf, result
+from .core import Tensor, _fail, as_tensor, backward_of, is_backend_array, leaf, result
+from .kernels import kernels_of
 from .ops_elementwise import activation_derivative
 
 
@@ -36,13 +37,21 @@ def dense(A, W, b, activation="identity"):
     """A_next = act(A W + b) as one node (A: n x p_in, W: p_in x p_out, b: p_out)."""
     if not isinstance(W, Tensor):
         _fail("dense", TypeError, "W must be a Tensor")
-    A, b = as_tensor(A, W, "dense"), as_tensor(b, W, "dense")
+    be = W.backend
+    if type(A) is not Tensor or A.backend is not be or A.value.dtype != W.value.dtype:
+        A = as_tensor(A, W, "dense")
+    if type(b) is not Tensor or b.backend is not be or b.value.dtype != W.value.dtype:
+        b = as_tensor(b, W, "dense")
     a, w = A.value, W.value
-    if a.ndim != 2 or w.ndim != 2 or a.shape[1] != w.shape[0] or tuple(b.value.shape) != (w.shape[1],):
+    if a.ndim != 2 or w.ndim != 2 or a.shape[1] != w.shape[0] or b.value.shape != (w.shape[1],):
         _fail("dense", ValueError, f"A {A.shape}, W {W.shape} and b {b.shape} do not chain "
                                    "(A: n x p_in, W: p_in x p_out, b: p_out)")
-    value = kernels(W).dense_forward(_c(A), _c(W), _c(b), activation)
-    return result(value, W.backend, (A, W, b), _DENSE_BACKWARD[activation], activation)
+    try:
+        backward = _DENSE_BACKWARD[activation]
+    except KeyError:
+        _fail("dense", ValueError, f"unknown activation {activation!r}")
+    value = kernels_of(be).dense_forward(_c(A), _c(W), _c(b), activation)
+    return result(value, be, (A, W, b), backward, activation)
 
 
 def _make_dense_backward(name):
@@ -54,7 +63,7 @@ def _make_dense_backward(name):
             return (G @ W.transpose() if A.requires_grad else None,
                     A.transpose() @ G if W.requires_grad else None,
                     G.sum(axis=0) if b.requires_grad else None)
-        k = kernels(out)
+        k = kernels_of(out.backend)
         if not g.flags.c_contiguous:
             g = out.backend.asarray(g, g.dtype)
         G = g if name == "identity" else k.activation_backward(g, out.value, name)

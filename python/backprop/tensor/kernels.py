@@ -65,6 +65,13 @@ class Kernels:
             return be.activation_backward(dA, A, activation)
         return be._activation_backward(dA, A, activation, be.empty(dA.shape, dA.dtype))
 
+    def sgd_update(self, param, grad, lr):
+        """param -= lr grad, in place (plain gradient descent)."""
+        be = self.backend
+        if not self.fast:
+            return be.sgd_update(param, grad, None, lr)
+        be._sgd_update(param, _c(be, grad), None, float(lr), 0.0, False)
+
     def loss(self, name, F, Y):
         """(value as a float, G) of the backend's loss kernel."""
         be = self.backend
@@ -76,7 +83,8 @@ class Kernels:
 
 
 def kernels_of(backend):
-    k = _CACHE.get(id(backend))
-    if k is None or k.backend is not backend:
-        k = _CACHE[id(backend)] = Kernels(backend)
-    return k
+    try:
+        return _CACHE[backend]
+    except KeyError:
+        k = _CACHE[backend] = Kernels(backend)
+        return k
