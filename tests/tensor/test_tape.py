@@ -127,3 +127,11 @@ def test_legacy_functions_of_the_readme_example(rng):
         np.testing.assert_allclose(W[l].grad, grads.weights[l], rtol=1e-12)
         np.testing.assert_allclose(b[l].grad, grads.biases[l], rtol=1e-12)
     np.testing.assert_allclose(Xt.grad, grads.X, rtol=1e-12)
+
+
+def test_grad_of_several_outputs_with_grad_outputs(backend):
+    x = bp.Tensor(np.array([1.0, 2.0, 3.0]), requires_grad=True, backend=backend)
+    y1, y2 = x * x, x.sin()
+    v1, v2 = np.array([1.0, 0.5, 0.0]), np.array([2.0, 1.0, 1.0])
+    gx = bp.grad([y1, y2], x, grad_outputs=[v1, v2])
+    np.testing.assert_allclose(gx.numpy(), v1 * 2 * x.numpy() + v2 * np.cos(x.numpy()), rtol=1e-15)
