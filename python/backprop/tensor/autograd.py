@@ -24,7 +24,7 @@ def _freed(out, g, graph):
 def _topological(roots):
     """Every tensor that requires grad and leads to ``roots``, each after all its parents."""
     order, seen = [], set()
-    push, pop, add, emit = None, None, seen.add, order.append
+    add, emit = seen.add, order.append
     stack = [(r, False) for r in roots]
     push, pop = stack.append, stack.pop
     while stack:

@@ -176,8 +176,10 @@ class Tensor:
         return np.array(self.backend.to_numpy(self.value))
 
     def item(self):
-        return float(self.backend.to_numpy(self.value).reshape(-1)[0]) if self.size == 1 else \
+        """The value of a one-entry tensor as a Python float."""
+        if self.value.size != 1:
             _fail("item", ValueError, f"a tensor of shape {self.shape} is not one number")
+        return float(self.backend.to_numpy(self.value).reshape(-1)[0])
 
     def __float__(self):
         return self.item()
