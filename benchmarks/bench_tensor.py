@@ -19,6 +19,7 @@ the rows alternate round after round and the table shows each row's median µs/s
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import time
@@ -109,6 +110,9 @@ def main(argv=None):
     X, Y = base.backend.asarray(X_host, args.dtype), base.backend.asarray(Y_host, args.dtype)
     rows = {"tensor": tensor_step(base.copy(), X, Y),
             "tensor-obj": objective_step(base.copy(), X, Y)}
+    # PyTorch's OpenMP threads spin between operations and steal the core the other rows need
+    # (see RESULTS.md, "the busy-wait trap"); backprop bench sets the same before importing torch
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         import torch
         if args.torch_threads:
