@@ -135,3 +135,12 @@ def test_grad_of_several_outputs_with_grad_outputs(backend):
     v1, v2 = np.array([1.0, 0.5, 0.0]), np.array([2.0, 1.0, 1.0])
     gx = bp.grad([y1, y2], x, grad_outputs=[v1, v2])
     np.testing.assert_allclose(gx.numpy(), v1 * 2 * x.numpy() + v2 * np.cos(x.numpy()), rtol=1e-15)
+
+
+def test_the_backend_follows_the_array(backend):
+    """An array of the cuda backend makes a cuda Tensor; numpy arrays default to "numpy"."""
+    be = bp.get_backend(backend)
+    t = bp.Tensor(be.asarray(np.ones((2, 2)), np.float32))
+    assert t.backend.name == ("cuda" if backend == "cuda" else "numpy")
+    assert t.dtype == np.float32 and t.shape == (2, 2)
+    assert bp.Tensor(np.ones(2), backend=backend).backend is be
