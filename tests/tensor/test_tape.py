@@ -144,3 +144,4 @@ def test_the_backend_follows_the_array(backend):
     assert t.backend.name == ("cuda" if backend == "cuda" else "numpy")
     assert t.dtype == np.float32 and t.shape == (2, 2)
     assert bp.Tensor(np.ones(2), backend=backend).backend is be
+    assert np.asarray(bp.Tensor(np.arange(3.0), backend=backend)).tolist() == [0.0, 1.0, 2.0]

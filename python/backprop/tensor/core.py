@@ -180,6 +180,11 @@ class Tensor:
             _fail("item", ValueError, f"a tensor of shape {self.shape} is not one number")
         return float(self.backend.to_numpy(self.value).reshape(-1)[0])
 
+    def __array__(self, dtype=None, copy=None):
+        """``np.asarray(t)``: the value on the host (a copy from a device)."""
+        a = np.asarray(self.backend.to_numpy(self.value))
+        return a if dtype is None else a.astype(dtype)
+
     def __float__(self):
         return self.item()
 
