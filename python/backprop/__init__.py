@@ -14,13 +14,19 @@ from .backends import BackendUnavailable, available_backends, get_backend, why_u
 from .gradcheck import gradcheck
 from .model import MLP, Grads
 from .standardize import Standardizer
-from .tensor import Tensor, einsum
+from .tensor import (Tensor, abs, bce, concatenate, cos, cross_entropy, einsum, exp, grad,
+                     leaky_relu, log, log_softmax, matmul, mean, mse, no_grad, relu, sigmoid, sin,
+                     softmax, sqrt, sse, stack, sum, tanh)
 from .threads import get_num_threads, set_num_threads
 from .train import EarlyStopping, History, NonFiniteLossError, Trainer
 
 __version__ = "0.1.0"
 
 __all__ = ["MLP", "Grads", "History", "EarlyStopping", "NonFiniteLossError", "Trainer",
-           "Standardizer", "Tensor", "einsum", "gradcheck", "optim", "tensor", "available_backends", "get_backend",
+           "Standardizer", "Tensor", "einsum", "grad", "no_grad", "gradcheck", "optim", "tensor", "available_backends", "get_backend",
            "why_unavailable", "BackendUnavailable", "set_num_threads", "get_num_threads",
-           "__version__"]
+           "__version__",
+           # the Tensor functions (also methods of Tensor)
+           "tanh", "sigmoid", "relu", "leaky_relu", "exp", "log", "sin", "cos", "sqrt", "abs",
+           "sum", "mean", "matmul", "concatenate", "stack", "softmax", "log_softmax", "sse", "mse",
+           "cross_entropy", "bce"]

@@ -350,6 +350,18 @@ class MLP:
         return (f"MLP({self.layers}, activation={self.activations}, output_activation="
                 f"{self.output_activation!r}, backend={self.backend.name!r}, dtype={self.dtype.name!r})")
 
+    # ---- the Tensor layer ---------------------------------------------------------------
+
+    def __call__(self, X):
+        """F = net(X) as a Tensor (X a Tensor or an array): one recorded dense node per layer."""
+        from .tensor.dense import forward
+        return forward(self, X)
+
+    def parameters(self):
+        """[W_0, b_0, W_1, b_1, ...] as Tensors that share memory with the model."""
+        from .tensor.dense import parameters
+        return parameters(self)
+
     # ---- files ------------------------------------------------------------------------
 
     def save(self, path):
