@@ -113,17 +113,34 @@ class Trainer:
     sequence of this module's docstring, or the backend's fused path (see ``fused``).
     """
 
-    def __init__(self, net, loss, optimizer, lr=None, l1=0.0, l2=0.0, dropout=0.0, seed=None,
-                 fused=None):
+    def __init__(self, net, loss=None, optimizer="adam", lr=None, l1=0.0, l2=0.0, dropout=0.0,
+                 seed=None, fused=None, objective=None):
         self.net = net
-        self.loss = _checks.check_loss(loss)
+        if objective is not None and loss is not None:
+            raise ValueError("Trainer: give a loss or an objective, not both")
+        if objective is not None and not callable(objective):
+            raise TypeError("objective must be a callable net -> scalar Tensor")
+        if objective is None and loss is None:
+            raise ValueError("Trainer needs a loss (a name or a callable (F, Y) -> scalar Tensor) "
+                             "or an objective (a callable net -> scalar Tensor)")
+        # a callable loss (F, Y) -> scalar Tensor, or an objective net -> scalar Tensor, runs on
+        # the Tensor layer (backprop.objective); a loss name runs on the MLP's kernels
+        self.objective = objective
+        self.loss_fn = loss if callable(loss) else None
+        self.custom = objective is not None or self.loss_fn is not None
+        self.loss = self.loss_fn if self.custom else _checks.check_loss(loss)
         self.optimizer = get_optimizer(optimizer, lr)
         self.l1 = _checks.check_rate(l1, "l1")
         self.l2 = _checks.check_rate(l2, "l2")
         self.dropout = dropout_rates(dropout, net.n_layers - 1)
+        if self.custom:
+            if fused:
+                raise ValueError("fused=True: a callable loss or objective runs on the Tensor layer")
+            if any(self.dropout):
+                raise ValueError("dropout is not available with a callable loss or objective")
         self.rng = np.random.default_rng(seed)
         self.state = self.optimizer.state(net.backend, net.params)
-        self.fused = self._fused_choice(fused)
+        self.fused = False if self.custom else self._fused_choice(fused)
         self._native = None
 
     def _fused_choice(self, fused):
@@ -185,6 +202,14 @@ class Trainer:
         """
         net = self.net
         with net._lock:
+            if self.custom:  # the Tensor layer: gradients into the model's buffers, then the update
+                from .objective import loss_objective, value_and_grads
+                fn = self.objective if self.objective is not None else loss_objective(self.loss_fn, X, Y)
+                value = value_and_grads(net, fn, self.l1, self.l2)
+                if not math.isfinite(value):
+                    raise NonFiniteLossError(f"the loss is {value}")
+                self.state.apply(net.backend, net.params, net.grads)
+                return value
             if self.fused:  # forward, backward, penalty and update in one native call
                 value = self.native().step(X, Y, self.optimizer.lr, self.state.step)
                 self._count_updates([value])
@@ -260,6 +285,15 @@ def _epoch_loss(values, sizes, loss):
     return float(np.dot(values, sizes) / sum(sizes))
 
 
+def _custom_target(net, Y, n):
+    """Targets for a callable loss: any float array with one row per sample, on the backend."""
+    Y = _checks.as_matrix(Y, "Y")
+    if Y.ndim == 0 or Y.shape[0] != n:
+        raise ValueError(f"Y has {0 if Y.ndim == 0 else Y.shape[0]} rows but X has {n} rows")
+    _checks.check_finite(Y, "Y")
+    return net.backend.asarray(Y, net.dtype)
+
+
 def _snapshot(net):
     return net.weights, net.biases
 
@@ -329,7 +363,9 @@ def fit(net, X, Y, loss="mse", optimizer="adam", lr=1e-3, epochs=100, batch_size
     call; a ``Trainer`` keeps it across calls).
 
     X, Y: arrays or array-likes (lists, pandas Series/DataFrames, objects with ``__array__``).
-    loss: "sse", "mse", "cross_entropy" (Y as labels or one-hot) or "bce".
+    loss: "sse", "mse", "cross_entropy" (Y as labels or one-hot) or "bce"; or a callable
+        loss(F, Y) -> scalar Tensor of the Tensors F = net(X_batch) and Y_batch (any float Y with
+        one row per sample), run on the Tensor layer (backprop.objective).
     optimizer: "gd" (full batch), "sgd", "adam", or an object from ``backprop.optim``;
         ``lr`` applies to a name (an object keeps its own).
     epochs: passes over the data. batch_size: None means the full batch (one step per epoch).
@@ -354,7 +390,7 @@ def fit(net, X, Y, loss="mse", optimizer="adam", lr=1e-3, epochs=100, batch_size
     epochs back).
     """
     # ---- every check first: the model changes only after all of them passed ----------
-    loss = _checks.check_loss(loss)
+    loss = loss if callable(loss) else _checks.check_loss(loss)
     epochs = _count(epochs, "epochs", 0)
     trainer = Trainer(net, loss, optimizer, lr=lr, l1=l1, l2=l2, dropout=dropout, seed=seed,
                       fused=fused)
@@ -382,11 +418,12 @@ def fit(net, X, Y, loss="mse", optimizer="adam", lr=1e-3, epochs=100, batch_size
             standardizer = Standardizer().fit(_checks.check_inputs(X, net.layers[0]))
         X_dev = net._input(X, standardizer)
         n = X_dev.shape[0]
-        Y_dev = net._target(Y, n, loss)
+        Y_dev = _custom_target(net, Y, n) if callable(loss) else net._target(Y, n, loss)
         X_val = Y_val = None
         if validation_data is not None:
             X_val = net._input(validation_data[0], standardizer)
-            Y_val = net._target(validation_data[1], X_val.shape[0], loss)
+            Y_val = (_custom_target(net, validation_data[1], X_val.shape[0]) if callable(loss)
+                     else net._target(validation_data[1], X_val.shape[0], loss))
         params_finite = FiniteCheck(net)
         if not params_finite():
             raise ValueError("the model's parameters contain NaN or Inf; set finite ones "
@@ -436,7 +473,13 @@ def _train(net, trainer, X_dev, Y_dev, X_val, Y_val, loss, batch_size, shuffle, 
         history.loss.append(_epoch_loss(values, sizes, loss))
         history.lr.append(trainer.optimizer.lr)
         postfix = {"loss": f"{history.loss[-1]:.4g}"}
-        if X_val is not None:
+        if X_val is not None and callable(loss):
+            from .tensor import Tensor, no_grad
+            with no_grad():
+                val = loss(net(X_val), Tensor(Y_val, backend=net.backend)).item()
+            history.val_loss.append(float(val))
+            postfix["val_loss"] = f"{history.val_loss[-1]:.4g}"
+        elif X_val is not None:
             F_val = net.forward(X_val)
             val, _ = net.backend.loss(loss, F_val, Y_val)
             history.val_loss.append(float(val))

@@ -97,3 +97,41 @@ def test_unused_parameters_get_zero_and_bad_objectives_are_named(rng):
         obj.value_and_grads(net, lambda n: 1.0)
     with pytest.raises(TypeError, match="loss must be a callable"):
         obj.loss_objective("mse", np.ones((2, 2)), np.ones((2, 1)))
+
+
+@pytest.mark.parametrize("shuffle,batch_size", [(False, None), (True, 5)])
+def test_fit_with_a_callable_loss_gives_the_builtin_bits_on_numpy(shuffle, batch_size, rng):
+    X, Y = rng.normal(size=(16, 3)), rng.normal(size=(16, 2))
+    a = bp.MLP([3, 6, 2], backend="numpy", dtype="float64", seed=1)
+    b = a.copy()
+    ha = a.fit(X, Y, loss="mse", optimizer="adam", lr=1e-2, epochs=6, batch_size=batch_size,
+               shuffle=shuffle, seed=3, fused=False, validation_data=(X[:4], Y[:4]))
+    hb = b.fit(X, Y, loss=_custom_mse, optimizer="adam", lr=1e-2, epochs=6, batch_size=batch_size,
+               shuffle=shuffle, seed=3, validation_data=(X[:4], Y[:4]))
+    for wa, wb in zip(a.weights + a.biases, b.weights + b.biases):
+        assert np.array_equal(wa, wb)
+    np.testing.assert_allclose(hb.loss, ha.loss, rtol=1e-12)
+    np.testing.assert_allclose(hb.val_loss, ha.val_loss, rtol=1e-12)
+
+
+def test_trainer_with_an_objective_and_its_bad_uses(rng):
+    net = bp.MLP([1, 5, 1], backend="numpy", dtype="float64", seed=0)
+    X = net._input(rng.uniform(-1, 1, (8, 1)))
+    target = np.sin(3 * np.asarray(X))
+
+    def objective(net):
+        return ((net(X) - bp.Tensor(target)) ** 2).mean()
+
+    trainer = Trainer(net, objective=objective, optimizer=bp.optim.Adam(lr=2e-2))
+    first = trainer.step(None, None)
+    for _ in range(60):
+        last = trainer.step(None, None)
+    assert last < 0.5 * first and trainer.state.step == 61
+    with pytest.raises(ValueError, match="a loss or an objective, not both"):
+        Trainer(net, "mse", objective=objective)
+    with pytest.raises(ValueError, match="needs a loss"):
+        Trainer(net)
+    with pytest.raises(ValueError, match="fused=True: a callable loss"):
+        Trainer(net, _custom_mse, "sgd", fused=True)
+    with pytest.raises(ValueError, match="dropout is not available"):
+        bp.MLP([1, 5, 5, 1]).fit(np.ones((4, 1)), np.ones((4, 1)), loss=_custom_mse, dropout=0.5)
