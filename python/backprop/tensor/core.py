@@ -201,12 +201,9 @@ class Tensor:
 # ---- making tensors inside operations (no checks: the caller knows) -----------------------------
 
 def is_backend_array(backend, x):
-    """True when ``x`` is an array of ``backend`` (its ``is_array``, or ``is_device_array``)."""
+    """True when ``x`` is an array of ``backend`` (its ``is_array``)."""
     if isinstance(x, np.ndarray):
         return backend.name in ("numpy", "cpu")
-    test = getattr(backend, "is_device_array", None)
-    if test is not None:
-        return test(x)
     try:
         return backend.is_array(x)
     except NotImplementedError:
