@@ -220,9 +220,9 @@ class MLP:
         backend, acts = self.backend, self.layer_activations
         A = X
         for l in range(self.n_layers):
-            A = backend.dense_forward(A, self._W[l], self._b[l], acts[l], out=ws.A[l + 1])
+            A = backend._dense_forward(A, self._W[l], self._b[l], acts[l], ws.A[l + 1])
             if masks is not None and l < self.n_layers - 1 and masks[l] is not None:
-                A = backend.dropout(A, masks[l], out=ws.D[l + 1])
+                A = backend._dropout(A, masks[l], ws.D[l + 1])
         return A
 
     def _layer_input(self, X, ws, masks, l):
@@ -244,18 +244,18 @@ class MLP:
             G = ws.G[l]
             A_in = self._layer_input(X, ws, masks, l)
             if l == 0:
-                _, _, dX = backend.dense_backward(G, A_in, self._W[0], None, self._dW[0],
-                                                  self._db[0], ws.dX, need_G_prev=need_dX)
+                dX = ws.dX if need_dX else None
+                backend._dense_backward(G, A_in, self._W[0], None, self._dW[0], self._db[0], dX)
                 return dX
             if masks is not None and masks[l - 1] is not None:
                 # dLoss/d(A ⊙ M) = G Wᵀ, then through the mask, then through act'(A)
-                _, _, dD = backend.dense_backward(G, A_in, self._W[l], None, self._dW[l],
-                                                  self._db[l], ws.G[l - 1])
-                dA = backend.dropout(dD, masks[l - 1], out=ws.G[l - 1])
-                backend.activation_backward(dA, ws.A[l], acts[l - 1], out=ws.G[l - 1])
+                dD = ws.G[l - 1]
+                backend._dense_backward(G, A_in, self._W[l], None, self._dW[l], self._db[l], dD)
+                backend._dropout(dD, masks[l - 1], dD)
+                backend._activation_backward(dD, ws.A[l], acts[l - 1], dD)
             else:
-                backend.dense_backward(G, A_in, self._W[l], acts[l - 1], self._dW[l],
-                                       self._db[l], ws.G[l - 1])
+                backend._dense_backward(G, A_in, self._W[l], acts[l - 1], self._dW[l],
+                                        self._db[l], ws.G[l - 1])
         return None
 
     def _loss_and_grad(self, X, Y, loss, masks=None, need_dX=False):
@@ -264,9 +264,10 @@ class MLP:
         if masks is not None:
             ws.dropout_buffers(self.backend, self.layers, self.dtype)
         F = self._forward(X, ws, masks)
-        value, G = self.backend.loss(loss, F, Y, G=ws.G[-1])
+        G = ws.G[-1]
+        value = self.backend._loss(loss, F, Y, G)
         if self.output_activation != "identity":
-            self.backend.activation_backward(G, F, self.output_activation, out=G)
+            self.backend._activation_backward(G, F, self.output_activation, G)
         dX = self._backward(X, ws, masks, need_dX)
         return value, dX
 

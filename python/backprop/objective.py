@@ -71,7 +71,7 @@ def value_and_grads(net, objective, l1=0.0, l2=0.0):
             buf[...] = g
     if l1 != 0 or l2 != 0:
         for W, dW in zip(net._W, net._dW):
-            value += float(net.backend.weight_penalty(W, dW, l1, l2))
+            value += float(net.backend._weight_penalty(W, dW, l1, l2))
     return value
 
 

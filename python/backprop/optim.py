@@ -58,7 +58,7 @@ class SGD(Optimizer):
         return ("velocity",) if self.momentum > 0 else ()
 
     def update(self, backend, param, grad, slots, step):
-        backend.sgd_update(param, grad, slots.get("velocity"), self.lr, self.momentum, self.nesterov)
+        backend._sgd_update(param, grad, slots.get("velocity"), self.lr, self.momentum, self.nesterov)
 
 
 class GD(SGD):
@@ -92,8 +92,8 @@ class Adam(Optimizer):
         return ("m", "v")
 
     def update(self, backend, param, grad, slots, step):
-        backend.adam_update(param, grad, slots["m"], slots["v"], self.lr, self.beta1,
-                            self.beta2, self.eps, step)
+        backend._adam_update(param, grad, slots["m"], slots["v"], self.lr, self.beta1,
+                             self.beta2, self.eps, step)
 
 
 OPTIMIZERS = {"gd": GD, "sgd": SGD, "adam": Adam}

@@ -94,7 +94,7 @@ def gradient_kernels(net, X, Y, loss, l1=0.0, l2=0.0, masks=None):
     value, _ = net._loss_and_grad(X, Y, loss, masks=masks)
     values = [value]
     if l1 != 0 or l2 != 0:
-        values += [net.backend.weight_penalty(W, dW, l1, l2) for W, dW in zip(net._W, net._dW)]
+        values += [net.backend._weight_penalty(W, dW, l1, l2) for W, dW in zip(net._W, net._dW)]
     return values
 
 

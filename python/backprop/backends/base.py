@@ -36,7 +36,10 @@ this backend, C-contiguous, one float dtype, not empty, shapes that chain, known
 hyper-parameters) and raises TypeError/ValueError with a message naming the backend, the kernel
 and the argument; then it allocates missing outputs and calls the backend's implementation of
 the same name with a leading underscore (``gemm`` -> ``_gemm``), which may assume all of that and
-receives every output. Native code below keeps only the checks that protect memory.
+receives every output. Native code below keeps only the checks that protect memory. The
+library's own frontend (the MLP, Trainer, the optimizers, the Tensor layer), whose arrays are
+checked once when they enter and whose buffers it made itself, calls the ``_<kernel>``
+implementations directly: a check per kernel call would cost more than a small layer's work.
 
 The aliasing rule, the same on every backend: an elementwise kernel (``activation_forward``,
 ``activation_backward``, ``dropout``) may write its output into its FIRST input (the very same
