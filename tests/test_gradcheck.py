@@ -49,14 +49,11 @@ class RaissiCodeSlip(NumpyBackend):
 
     name = "slip"
 
-    def dense_backward(self, G, A_prev, W, activation_prev, dW=None, db=None, G_prev=None,
-                       need_G_prev=True):
-        dW, db, G_prev = super().dense_backward(G, A_prev, W, activation_prev, dW, db, G_prev,
-                                                need_G_prev)
+    def _dense_backward(self, G, A_prev, W, activation_prev, dW, db, G_prev):
+        super()._dense_backward(G, A_prev, W, activation_prev, dW, db, G_prev)
         if activation_prev == "tanh":
             H_prev = np.arctanh(np.clip(A_prev, -0.999999, 0.999999))
             dW[...] = H_prev.T @ G
-        return dW, db, G_prev
 
 
 def test_gradcheck_catches_a_wrong_weight_gradient(rng):
