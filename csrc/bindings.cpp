@@ -289,7 +289,7 @@ double loss_t(Loss kind, const py::array& F, const py::array& Y, const py::array
     const T* f = checked<T>(F, "F", {n, k}, false);
     const T* y = checked<T>(Y, "Y", {n, k}, false);
     T* g = checked<T>(G, "G", {n, k}, true);
-    no_overlap(span("G", g, n * k), {span("F", f, n * k), span("Y", y, n * k)}, true);
+    no_overlap(span("G", g, n * k), {span("F", f, n * k), span("Y", y, n * k)});
     py::gil_scoped_release release;
     return loss<T>(kind, f, y, g, n, k);
 }

@@ -6,6 +6,12 @@
 // build numpy ships; numpy's own copy when it has one), loaded at run time with dlopen: on this kind of machine Eigen 3.4's own
 // product reaches 64-71% of the FP32 peak where OpenBLAS reaches 81-87%. OpenBLAS is optional:
 // without it every product runs in Eigen (single-threaded), with the same results to rounding.
+//
+// Which path a product takes depends on its sizes only, never on where its buffers start: the
+// narrow kernels pack their operand into an aligned buffer of their own, Eigen's blocked products
+// load and store unaligned, and Eigen's coefficient-based path for tiny products (whose vector and
+// scalar parts add in different orders, split at the first aligned address of each row) is turned
+// off by EIGEN_GEMM_TO_COEFFBASED_THRESHOLD=0 (CMakeLists.txt; checked below).
 #pragma once
 
 #include <dlfcn.h>
@@ -18,6 +24,9 @@
 
 #include "common.hpp"
 #include "small_gemm.hpp"
+
+static_assert(EIGEN_GEMM_TO_COEFFBASED_THRESHOLD == 0,
+              "build with EIGEN_GEMM_TO_COEFFBASED_THRESHOLD=0: Eigen's lazy products depend on addresses");
 
 namespace backprop {
 
