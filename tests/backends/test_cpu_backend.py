@@ -150,6 +150,12 @@ def test_trainer_rejects_bad_buffers():
         tr.epoch(f32(5, 3), f32(5, 2), 2, np.arange(5, dtype=np.int32), 0.1, 0)
     with pytest.raises(ValueError, match="batch_size must be >= 1"):
         tr.epoch(f32(5, 3), f32(5, 2), 0, None, 0.1, 0)
+    with pytest.raises(ValueError, match="t counts the updates already applied"):
+        tr.step(f32(5, 3), f32(5, 2), 0.1, -1)
+    with pytest.raises(ValueError, match=r"X overlaps W\[0\], which the trainer writes"):
+        tr.step(W[0].ravel()[:9].reshape(3, 3), f32(3, 2), 0.1, 0)  # read while W[0] is updated
+    with pytest.raises(ValueError, match=r"Y overlaps dW\[1\]"):
+        tr.epoch(f32(4, 3), dW[1], 2, None, 0.1, 0)
     del W, b  # the trainer keeps its buffers alive
     assert np.isfinite(tr.step(f32(5, 3), f32(5, 2), 0.1, 0))
 
