@@ -616,12 +616,6 @@ PYBIND11_MODULE(_cpu, m) {
         py::arg("path"), py::arg("prefix") = "scipy_", py::arg("suffix") = "", py::arg("ilp64") = false,
         "Routes large products to the OpenBLAS in `path` (symbols `<prefix>cblas_sgemm<suffix>`, ...;\n"
         "ilp64: 64-bit integer arguments).");
-    m.def("unload_blas", []() { Blas::instance().unload(); }, "Every product in Eigen from now on.");
-    m.def("blas_path", []() { return Blas::instance().path; }, "The OpenBLAS in use, or '' (Eigen only).");
-    m.def(
-        "set_gemm_threshold", [](long long t) { Blas::instance().threshold.store(t); }, py::arg("multiply_adds"),
-        "Products with m*n*k below this stay in Eigen.");
-    m.def("get_gemm_threshold", []() { return Blas::instance().threshold.load(); });
     m.attr("eigen_version") = std::to_string(EIGEN_WORLD_VERSION) + "." + std::to_string(EIGEN_MAJOR_VERSION) + "." +
                               std::to_string(EIGEN_MINOR_VERSION);
 }

@@ -16,7 +16,6 @@
 
 #include <dlfcn.h>
 
-#include <atomic>
 #include <cstdint>
 #include <limits>
 #include <string>
@@ -46,9 +45,8 @@ struct Blas {
     gemm_t<double, std::int64_t> dgemm64 = nullptr;
     set_threads_t set_num_threads = nullptr;
     get_threads_t get_num_threads = nullptr;
-    std::string path;
     // Products with m*n*k below this many multiply-adds stay in Eigen.
-    std::atomic<long long> threshold{40000};
+    static constexpr long long kThreshold = 40000;
 
     bool loaded() const { return sgemm32 != nullptr || sgemm64 != nullptr; }
 
@@ -82,14 +80,7 @@ struct Blas {
         }
         set_num_threads = st;
         get_num_threads = gt;
-        path = lib;
         return "";
-    }
-
-    void unload() {
-        sgemm32 = nullptr, dgemm32 = nullptr, sgemm64 = nullptr, dgemm64 = nullptr;
-        set_num_threads = nullptr, get_num_threads = nullptr;
-        path.clear();
     }
 };
 
@@ -132,10 +123,10 @@ inline void gemm(bool trans_a, bool trans_b, Index m, Index n, Index k, T alpha,
                  const T* B, T beta, T* C) {
     if (m == 0 || n == 0) return;
     if (alpha == T(1) && beta == T(0) && small::gemm<T>(trans_a, trans_b, m, n, k, A, B, C)) return;
-    Blas& blas = Blas::instance();
+    const Blas& blas = Blas::instance();
     constexpr Index kIntMax = std::numeric_limits<int>::max();  // an LP64 BLAS takes int sizes
     const bool int32_ok = blas.sgemm64 != nullptr || (m <= kIntMax && n <= kIntMax && k <= kIntMax);
-    if (blas.loaded() && k > 0 && int32_ok && m * n * k >= blas.threshold.load(std::memory_order_relaxed)) {
+    if (blas.loaded() && k > 0 && int32_ok && m * n * k >= Blas::kThreshold) {
         detail::blas_gemm<T>(trans_a, trans_b, m, n, k, alpha, A, trans_a ? m : k, B, trans_b ? k : n, beta, C, n);
         return;
     }
