@@ -1,9 +1,14 @@
 // bindings.cpp: the pybind11 module backprop._cpu, the one file that knows about Python.
 //
-// Every function checks its numpy arguments (type, dtype, C-contiguity, shape, writability,
-// overlap of outputs with inputs) and raises TypeError/ValueError
+// Every function checks what memory safety needs of its numpy arguments (type, dtype,
+// C-contiguity, shape, writability, and the aliasing rule below) and raises TypeError/ValueError
 // before any kernel runs, then maps the caller's buffers with no copy and releases the GIL around
 // the kernel. Outputs are always given (the Python adapter allocates them when the caller did not).
+//
+// The aliasing rule: an elementwise kernel (activation_forward, activation_backward, dropout) may
+// write its output into its FIRST input (exactly the same buffer: in place); no other output may
+// overlap any input or another output. (In-place updates such as param, m, v or dW += penalty are
+// one buffer read and written, not an input and an output.)
 #include <pybind11/pybind11.h>
 #include <pybind11/numpy.h>
 #include <pybind11/stl.h>
@@ -89,12 +94,15 @@ template <class T>
 Span span(const char* name, const T* p, py::ssize_t count) {
     return {name, reinterpret_cast<const char*>(p), reinterpret_cast<const char*>(p + count)};
 }
-// Raises if an output overlaps any input or another output. `exact_ok`: the output may be
-// exactly the same buffer as that input (elementwise kernels work in place).
-void no_overlap(const Span& out, std::initializer_list<Span> others, bool exact_ok = false) {
+// Raises if `out` overlaps any of `others`. in_place: `out` may be exactly the first of them (an
+// elementwise kernel writing into its first input).
+void no_overlap(const Span& out, std::initializer_list<Span> others, bool in_place = false) {
+    bool first = true;
     for (const Span& o : others) {
+        const bool may_be_same = in_place && first;
+        first = false;
         if (o.lo == nullptr) continue;
-        if (exact_ok && o.lo == out.lo && o.hi == out.hi) continue;
+        if (may_be_same && o.lo == out.lo && o.hi == out.hi) continue;
         if (out.lo < o.hi && o.lo < out.hi)
             throw py::value_error(std::string(out.name) + " overlaps " + o.name +
                                   "; give a separate output buffer");

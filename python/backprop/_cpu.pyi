@@ -1,9 +1,10 @@
 """Type stubs for backprop._cpu, the cpu backend's C++ module (csrc/bindings.cpp).
 
 Every array argument is a numpy.ndarray of float32 or float64 (all of one dtype), C-contiguous
-and non-empty; outputs are written in place and must not overlap the inputs (elementwise kernels
-may write exactly over an input). Anything else raises TypeError or ValueError before C++ runs.
-Results do not depend on where the buffers start (csrc/lanes.hpp).
+and non-empty; outputs are written in place. The aliasing rule: an elementwise kernel
+(activation_forward, activation_backward, dropout) may write its output into its FIRST input (the
+same buffer exactly); no other output may overlap any input. Anything else raises TypeError or
+ValueError before C++ runs. Results do not depend on where the buffers start (csrc/lanes.hpp).
 """
 
 from typing import Optional, Sequence

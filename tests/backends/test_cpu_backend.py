@@ -1,5 +1,6 @@
-"""The cpu backend: bad input at the raw module and the adapter, the fused training step against
-the kernel-by-kernel path and numpy, thread control, and no stall when numpy runs in between."""
+"""The cpu backend: bad input and the aliasing rule at the raw module and the adapter, the fused
+training step against the kernel-by-kernel path and numpy, thread control, and no stall when numpy
+runs in between."""
 
 import os
 import statistics
@@ -84,6 +85,26 @@ def test_raw_rejects_zero_size_non_contiguous_read_only_and_overlap():
     with pytest.raises(ValueError, match="out overlaps H"):  # partial overlap, not in place
         _cpu.activation_forward(C.ravel()[:30], "tanh", C.ravel()[6:36])
     _cpu.activation_forward(C, "tanh", C)  # exactly in place is fine for elementwise kernels
+
+
+def test_raw_aliasing_rule_in_place_into_the_first_input_only():
+    """An elementwise kernel may write into its first input; no other output may overlap an input."""
+    D, A = f32(4, 5, seed=1), np.tanh(f32(4, 5, seed=2))
+    expected = _cpu.activation_backward(D, A, "tanh", np.empty_like(D))
+    assert np.array_equal(_cpu.activation_backward(D, A, "tanh", D), expected)
+    with pytest.raises(ValueError, match="out overlaps A"):
+        _cpu.activation_backward(f32(4, 5), A, "tanh", A)
+    M = np.full((4, 5), 2.0, np.float32)
+    B = f32(4, 5, seed=3)
+    assert np.array_equal(_cpu.dropout(B, M, B), 2 * f32(4, 5, seed=3))
+    with pytest.raises(ValueError, match="out overlaps M"):
+        _cpu.dropout(f32(4, 5), M, M)
+    F = f32(4, 5)
+    with pytest.raises(ValueError, match="G overlaps F"):
+        _cpu.loss("sse", F, f32(4, 5, seed=4), F)
+    with pytest.raises(ValueError, match="G overlaps Y"):
+        Y = f32(4, 5, seed=4)
+        _cpu.loss("mse", F, Y, Y)
 
 
 def test_raw_rejects_unknown_names_and_bad_scalars():
