@@ -13,6 +13,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/stl.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <memory>
@@ -380,6 +381,38 @@ void adam_update_py(const py::array& param, const py::array& grad, const py::arr
 
 // ---- the fused training step --------------------------------------------------------------------
 
+// The main thread's id (threading.main_thread().ident): only it runs Python's signal handlers.
+unsigned long g_main_thread = 0;
+
+// Asked between the batches of a native epoch (without the GIL): whether a signal handler raised,
+// as Python's default SIGINT handler does (KeyboardInterrupt). At most once per kInterval it takes
+// the GIL for the moment of PyErr_CheckSignals(); a raised exception is kept in `error` and the
+// epoch stops before its next batch. Off in threads other than the main one, where
+// PyErr_CheckSignals() does nothing.
+class SignalCheck {
+   public:
+    static constexpr std::chrono::milliseconds kInterval{50};
+    std::unique_ptr<py::error_already_set> error;
+
+    SignalCheck() : enabled_(PyThread_get_thread_ident() == g_main_thread), last_(Clock::now()) {}
+
+    bool operator()() {
+        if (!enabled_) return false;
+        const auto now = Clock::now();
+        if (now - last_ < kInterval) return false;
+        last_ = now;
+        py::gil_scoped_acquire gil;
+        if (PyErr_CheckSignals() == 0) return false;
+        error = std::make_unique<py::error_already_set>();  // takes the raised exception
+        return true;
+    }
+
+   private:
+    using Clock = std::chrono::steady_clock;
+    bool enabled_;
+    Clock::time_point last_;
+};
+
 // A native trainer over the model's own buffers. It keeps references to every array it was
 // given, so the buffers outlive it; the Python side rebuilds it when the model replaces one.
 // It keeps no step count: step() and epoch() take t, the number of updates applied before the call.
@@ -475,7 +508,9 @@ class Trainer {
         return step_->step(x, y, n, lr, t);
     }
 
-    // Runs the minibatches of one epoch; returns the batch losses (a float64 array).
+    // Runs the minibatches of one epoch; returns the batch losses (a float64 array). On a signal
+    // whose handler raises (Ctrl-C) it stops after the batch in progress and raises that exception,
+    // with the attributes `losses` (the batches run) and `updates` (how many were applied).
     py::array_t<double> epoch(const py::array& X, const py::array& Y, py::ssize_t batch_size, const py::object& order,
                               double lr, long long t) {
         const py::ssize_t N = check_xy(X, Y);
@@ -500,13 +535,22 @@ class Trainer {
         std::vector<double> out(static_cast<std::size_t>(nb));
         const T* x = static_cast<const T*>(X.data());
         const T* y = static_cast<const T*>(Y.data());
+        SignalCheck interrupted;
         py::ssize_t ran;
         {
             py::gil_scoped_release release;
-            ran = step_->epoch(x, y, N, idx, batch_size, lr, t, out.data(), [] { return false; });
+            ran = step_->epoch(x, y, N, idx, batch_size, lr, t, out.data(), interrupted);
         }
         py::array_t<double> losses(ran);
         std::copy_n(out.data(), ran, losses.mutable_data());
+        if (interrupted.error) {  // every batch run was applied (a non-finite loss ends the epoch first)
+            const py::object& exc = interrupted.error->value();
+            if (py::hasattr(exc, "__dict__")) {
+                exc.attr("losses") = losses;
+                exc.attr("updates") = py::int_(ran);
+            }
+            throw *interrupted.error;
+        }
         return losses;
     }
 
@@ -562,7 +606,8 @@ void bind_trainer(py::module_& m, const char* name) {
              py::arg("t"),
              "Steps over X[order] (order None: X in order) in minibatches, batch i as update t+i+1; returns\n"
              "each batch's loss. Every finite one was applied; it stops after the first that is not finite\n"
-             "(not applied).");
+             "(not applied). Ctrl-C stops it after the batch in progress: the KeyboardInterrupt carries\n"
+             "`losses` and `updates` (the batches run, all applied).");
 }
 
 // ---- threads and the BLAS ---------------------------------------------------------------------
@@ -608,6 +653,7 @@ PYBIND11_MODULE(_cpu, m) {
     m.def("adam_update", &adam_update_py, py::arg("param"), py::arg("grad"), py::arg("m"), py::arg("v"),
           py::arg("lr"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"), py::arg("step"));
 
+    g_main_thread = py::module_::import("threading").attr("main_thread")().attr("ident").cast<unsigned long>();
     bind_trainer<float>(m, "Trainer32");
     bind_trainer<double>(m, "Trainer64");
 

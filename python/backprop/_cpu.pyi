@@ -51,7 +51,8 @@ class _Trainer:
     def epoch(self, X: FloatArray, Y: FloatArray, batch_size: int, order: Optional[npt.NDArray[np.int64]],
               lr: float, t: int) -> npt.NDArray[np.float64]:
         """The batch losses; batch i is update t + i + 1. Every finite loss was applied; the epoch
-        stops after the first that is not (not applied)."""
+        stops after the first that is not (not applied). On Ctrl-C it stops after the batch in
+        progress and raises KeyboardInterrupt with ``losses`` and ``updates`` (all applied)."""
 
 class Trainer32(_Trainer): ...
 class Trainer64(_Trainer): ...

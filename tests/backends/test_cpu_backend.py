@@ -1,11 +1,13 @@
 """The cpu backend: bad input and the aliasing rule at the raw module and the adapter, the fused
-training step against the kernel-by-kernel path and numpy, thread control, and no stall when numpy
-runs in between."""
+training step against the kernel-by-kernel path and numpy, Ctrl-C during a native epoch, thread
+control, and no stall when numpy runs in between."""
 
 import os
+import signal
 import statistics
 import subprocess
 import sys
+import textwrap
 import time
 
 import numpy as np
@@ -300,6 +302,63 @@ def test_fused_adam_step_count_and_lr_schedule_follow_the_optimizer():
                     lr_schedule=lambda e: 1e-2 / (1 + e), seed=2)
         results.append((h.loss, net.weights + net.biases))
     assert_same(results[0], results[1], 1e-12, "adam with schedule")
+
+
+# ---- Ctrl-C during a native epoch ----------------------------------------------------------------
+
+INTERRUPTED_EPOCH = textwrap.dedent("""
+    import sys, time
+    import numpy as np
+    from backprop.backends.cpu_backend import CpuBackend
+    bk, rng = CpuBackend(), np.random.default_rng(0)
+    layers, batch, batches = [64, 2048, 2048, 10], 64, 400   # tens of ms a batch: seconds an epoch
+    X = rng.normal(size=(batch * batches, 64)).astype(np.float32)
+    Y = rng.normal(size=(batch * batches, 10)).astype(np.float32)
+    W0 = [(rng.normal(size=(a, b)) / np.sqrt(a)).astype(np.float32) for a, b in zip(layers, layers[1:])]
+
+    def trainer():
+        W, b = [w.copy() for w in W0], [np.zeros(w.shape[1], np.float32) for w in W0]
+        dW, db = [np.empty_like(w) for w in W], [np.empty_like(x) for x in b]
+        state = [[np.zeros_like(x) for pair in zip(W, b) for x in pair] for _ in range(2)]  # W0, b0, W1, ...
+        return W + b, bk.make_trainer(W, b, dW, db, ["tanh", "tanh", "identity"], "mse", "adam", *state,
+                                      lr=1e-3)
+
+    params, tr = trainer()
+    print("started", flush=True)
+    try:
+        tr.epoch(X, Y, batch, None, 1e-3, 0)
+        sys.exit("the epoch ran to its end")
+    except KeyboardInterrupt as exc:
+        stopped, updates, losses = time.monotonic(), exc.updates, exc.losses
+    assert len(losses) == updates and np.isfinite(losses).all()
+    assert all(np.isfinite(p).all() for p in params)
+    replay, tr2 = trainer()
+    for i in range(updates):  # the same batches stepped one by one: the same bits
+        tr2.step(X[i * batch:(i + 1) * batch], Y[i * batch:(i + 1) * batch], 1e-3, i)
+    same = all(np.array_equal(p, q) for p, q in zip(params, replay))
+    print(stopped, updates, batches, same, flush=True)
+""")
+
+
+def test_ctrl_c_stops_a_native_epoch_after_whole_batches():
+    """SIGINT during a long fused epoch: the epoch stops after the batch in progress and raises
+    KeyboardInterrupt (carrying the batches' losses and the number of updates applied); the
+    parameters are those of that many whole batches. A generous bound: it stops at all, promptly."""
+    child = subprocess.Popen([sys.executable, "-c", INTERRUPTED_EPOCH], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "started"
+        time.sleep(0.5)
+        sent = time.monotonic()
+        child.send_signal(signal.SIGINT)
+        out, err = child.communicate(timeout=120)
+    finally:
+        child.kill()
+    assert child.returncode == 0, err
+    stopped, updates, batches, same = out.split()
+    assert float(stopped) - sent < 1.0, f"stopped {float(stopped) - sent:.2f} s after SIGINT"
+    assert 0 < int(updates) < int(batches)
+    assert same == "True", "the parameters are not those of a whole number of batches"
 
 
 # ---- threads and the busy-wait stall ------------------------------------------------------------
