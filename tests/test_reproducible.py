@@ -163,6 +163,7 @@ def fit_bits(backend, dtype, opt, activation, loss, fused, offset, epochs=6):
     return params, np.asarray(history.loss, dtype=np.float64).tobytes()
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered in exp")  # numpy's sigmoid saturating
 @pytest.mark.parametrize("fused", [None, False], ids=["fused", "kernels"])
 @pytest.mark.parametrize("opt", list(OPTIMIZERS))
 def test_same_fit_same_bits_in_one_process(backend, dtype, opt, fused):

@@ -1,10 +1,9 @@
 """The cpu backend: bad input and the aliasing rule at the raw module and the adapter, the fused
-training step against the kernel-by-kernel path and numpy, Ctrl-C during a native epoch, thread
-control, and no stall when numpy runs in between."""
+training step against the kernel-by-kernel path and numpy, Ctrl-C during a native epoch, and thread
+control. (Whether numpy products in between stall a step is timed by benchmarks/cpu_stall.py.)"""
 
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import textwrap
@@ -263,22 +262,40 @@ def test_fused_output_activation_and_wide_layers():
 
 
 def test_few_hundred_steps_same_loss_curve_as_numpy():
-    """Raissi's network: 300 full-batch Adam steps, the loss curves of cpu and numpy agree."""
+    """Raissi's network: 300 full-batch Adam steps; the loss curves of cpu and numpy, in float64
+    against each other and in float32 against the float64 curve.
+
+    The bounds follow from how this trajectory amplifies rounding. Two float64 computations that
+    differ only in the order of their sums (numpy or cpu on the rows permuted) agree to 5e-16 for
+    the first 50 steps and drift apart to at most 1e-10 by step 300: an amplification of about
+    2.5e5 that belongs to the trajectory, not to a backend (Adam divides each gradient component
+    by its own running scale, so components near zero change direction on a rounding difference).
+    So, with a per-step agreement of ~20 unit roundoffs (u = 1.1e-16 and 6e-8):
+      float64, cpu vs numpy: 1e-14 for 50 steps (measured 2e-16), x 2.5e5 -> 2.5e-9 over 300
+          (measured 9e-12; row permutations of either backend reach 1e-10);
+      float32 vs float64: 1e-6 for 50 steps (measured 1.5e-7 numpy, 8e-8 cpu), x 2.5e5 -> 0.25
+          over 300 (measured 0.031 numpy, 0.047 cpu; numpy on permuted rows 0.004 to 0.086).
+    Both backends give the same bits on every run, so these numbers do not vary between runs.
+    """
     X = np.linspace(-1, 1, 100).reshape(-1, 1)
     Y = X * np.sin(4 * np.pi * X)
     curves = {}
     for backend in ("numpy", "cpu"):
         for dtype in ("float64", "float32"):
             net = bp.MLP([1] + [10] * 10 + [1], backend=backend, dtype=dtype, seed=0)
-            curves[backend, dtype] = net.fit(X, Y, loss="sse", optimizer="adam", lr=1e-3,
-                                             epochs=300).loss
-    np.testing.assert_allclose(curves["cpu", "float64"], curves["numpy", "float64"], rtol=1e-9)
-    # float32: rounding grows over 300 steps of a 10-deep network (numpy float32 itself drifts ~3%
-    # from float64 by the end); cpu float32 must stay as close to the float64 curve as numpy's
-    truth = np.asarray(curves["numpy", "float64"])
-    drift = {b: np.abs(np.asarray(curves[b, "float32"]) - truth) / truth for b in ("numpy", "cpu")}
-    assert drift["cpu"][:50].max() < 1e-3
-    assert drift["cpu"].max() < 2 * drift["numpy"].max() + 1e-3
+            curves[backend, dtype] = np.asarray(net.fit(X, Y, loss="sse", optimizer="adam", lr=1e-3,
+                                                        epochs=300).loss)
+    truth = curves["numpy", "float64"]
+
+    def drift(curve, steps=300):
+        return float(np.max(np.abs(curve[:steps] - truth[:steps]) / truth[:steps]))
+
+    amplification = 2.5e5
+    assert drift(curves["cpu", "float64"], 50) < 1e-14
+    assert drift(curves["cpu", "float64"]) < 1e-14 * amplification
+    for backend in ("numpy", "cpu"):
+        assert drift(curves[backend, "float32"], 50) < 1e-6, backend
+        assert drift(curves[backend, "float32"]) < 1e-6 * amplification, backend
     assert curves["cpu", "float64"][-1] < 0.5 * curves["cpu", "float64"][0]
 
 
@@ -361,7 +378,7 @@ def test_ctrl_c_stops_a_native_epoch_after_whole_batches():
     assert same == "True", "the parameters are not those of a whole number of batches"
 
 
-# ---- threads and the busy-wait stall ------------------------------------------------------------
+# ---- threads -------------------------------------------------------------------------------------
 
 def test_set_num_threads():
     before = bp.get_num_threads()
@@ -392,26 +409,3 @@ def test_products_share_numpys_thread_pool():
     if numpy_blas is None:
         pytest.skip("this numpy does not bundle OpenBLAS")
     assert cpu_backend.BLAS_PATH == numpy_blas[0]
-
-
-def test_no_stall_when_numpy_products_run_in_between():
-    """After a multi-threaded numpy product, numpy's OpenBLAS threads busy-wait ~0.1 s. A cpu step
-    right after one must not be slowed by that (a second spinning pool made it 40-80x slower)."""
-    net = bp.MLP([64, 128, 128, 10], backend="cpu", seed=0)
-    trainer = bp.Trainer(net, "mse", "sgd")
-    X, Y = net._input(f32(256, 64)), net._target(f32(256, 10), 256, "mse")
-    M = np.random.default_rng(0).normal(size=(512, 512)).astype(np.float32)
-    for _ in range(20):
-        trainer.step(X, Y)
-    alone, after_numpy = [], []
-    for _ in range(30):
-        start = time.perf_counter()
-        trainer.step(X, Y)
-        alone.append(time.perf_counter() - start)
-        M @ M  # wakes numpy's OpenBLAS threads, which then spin
-        start = time.perf_counter()
-        trainer.step(X, Y)
-        after_numpy.append(time.perf_counter() - start)
-    ratio = statistics.median(after_numpy) / statistics.median(alone)
-    print(f"alone {statistics.median(alone) * 1e6:.0f} us, after numpy {statistics.median(after_numpy) * 1e6:.0f} us")
-    assert ratio < 4.0, f"a cpu step after a numpy product is {ratio:.1f}x slower than alone"
