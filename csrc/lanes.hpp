@@ -27,9 +27,11 @@
 // Guarantees (tests/test_reproducible.py):
 // - the same inputs give the same bits, at any buffer addresses, in one process or across
 //   processes, for the same build of this module on the same machine with the same thread count;
-// - across thread counts: products large enough for OpenBLAS split their work between threads; the
-//   cpu backend's products of the benchmark's `wide` size gave the same bits with 1 and 2 threads on
-//   the machine of benchmarks/RESULTS.md, which OpenBLAS does not promise in general;
+// - across thread counts: not promised. Products large enough for OpenBLAS are split between its
+//   threads (by rows and columns of the result, not within a sum); the `wide` benchmark's products
+//   and training step gave the same bits with 1 and 2 threads on the machine of
+//   benchmarks/RESULTS.md (numpy's OpenBLAS and the scipy-openblas32 wheel's), but OpenBLAS does
+//   not promise it. Everything else runs on the calling thread;
 // - across machines, instruction sets or builds (an AVX2 build against an AVX-512 one, another
 //   compiler or Eigen): not promised. The packet width fixes the accumulation order of sum() and the
 //   vector functions differ between instruction sets; -march=native makes a build machine-specific.
