@@ -12,11 +12,13 @@
 // the first aligned address) and for Eigen's coefficient-based "lazy" products of tiny matrices.
 //
 // What. assign() evaluates an Eigen array expression packet by packet from the first element, with
-// unaligned loads and stores, so every element goes through the same vector code. The last, partial
-// packet is evaluated on zero-padded copies of its inputs and only its real lanes are stored. An
-// expression that Eigen cannot vectorize (no packet form, e.g. select) is evaluated by the scalar
-// code for every element. sum() evaluates the same way and adds lane j of every packet into its own
-// double accumulator acc[j], combined by a fixed tree at the end: the order depends only on the size.
+// unaligned loads and stores, so every element goes through the same vector code (each lane of a
+// packet is computed from that lane's inputs alone). The values after the last whole packet are
+// taken from the packet of the last L values (evaluated first, so an in-place output does not feed
+// it); fewer than L values are evaluated in one packet of zero-padded copies. An expression that
+// Eigen cannot vectorize (no packet form, e.g. select) is evaluated by the scalar code for every
+// element. sum() evaluates the same way and adds value i into double accumulator i mod L (L values
+// to a packet), the accumulators combined by a fixed tree: the order depends only on the size.
 // Nothing here reads the address of a buffer. Elementwise kernels (elementwise.hpp, loss.hpp,
 // optim.hpp) write through assign() and reduce through sum(); colsum and the narrow products
 // (small_gemm.hpp) have fixed orders of their own; Eigen's products are built with
@@ -73,9 +75,12 @@ template <class E>
 constexpr bool vectorized = (Eigen::internal::evaluator<E>::Flags & Eigen::ActualPacketAccessBit) != 0 &&
                             (Eigen::internal::evaluator<E>::Flags & Eigen::LinearAccessBit) != 0;
 
-// Evaluates f(In(in[0]), In(in[1]), ...) over `size` values: packet(p, i, count) for the packet that
-// starts at value i (count real lanes: kLanes, fewer only in the last packet), or, when the
-// expression has no vector form, scalar(value, i) for every value.
+// Evaluates f(In(in[0]), In(in[1]), ...) over `size` values: packet(p, start, from, to) for each
+// packet p, whose lane j holds value start + j and of which values [from, to) are to be used; or,
+// when the expression has no vector form, scalar(value, i) for every value. The packets start at
+// 0, L, 2L, ...; the values after the last whole packet come from the packet of the last L values
+// (evaluated before any other, so that an output written over the first input does not feed it),
+// or, when there are fewer than L values, from a packet of zero-padded copies.
 template <class T, std::size_t N, class F, class OnPacket, class OnScalar>
 inline void evaluate(Index size, const Ptrs<T, N>& in, const F& f, OnPacket&& packet, OnScalar&& scalar) {
     using E = Expr<T, F, N>;
@@ -84,24 +89,24 @@ inline void evaluate(Index size, const Ptrs<T, N>& in, const F& f, OnPacket&& pa
     if constexpr (vectorized<E>) {
         constexpr Index L = kLanes<T>;
         const Index body = size / L * L;
-        if (body > 0) {
-            const E e = make<T>(f, in, body, seq);
-            Ev ev(e);
-            for (Index i = 0; i < body; i += L) packet(ev.template packet<Eigen::Unaligned, Packet<T>>(i), i, L);
-        }
-        if (body < size) {  // the last values, zero padded to one whole packet per input
-            const Index rest = size - body;
+        if (size < L) {
             alignas(64) T pad[N][L];
-            Ptrs<T, N> tail;
+            Ptrs<T, N> padded;
             for (std::size_t k = 0; k < N; ++k) {
                 std::fill_n(pad[k], L, T(0));
-                std::copy_n(in[k] + body, rest, pad[k]);
-                tail[k] = pad[k];
+                std::copy_n(in[k], size, pad[k]);
+                padded[k] = pad[k];
             }
-            const E e = make<T>(f, tail, L, seq);
+            const E e = make<T>(f, padded, L, seq);
             Ev ev(e);
-            packet(ev.template packet<Eigen::Unaligned, Packet<T>>(0), body, rest);
+            packet(ev.template packet<Eigen::Unaligned, Packet<T>>(0), 0, 0, size);
+            return;
         }
+        const E e = make<T>(f, in, size, seq);
+        Ev ev(e);
+        const Packet<T> last = ev.template packet<Eigen::Unaligned, Packet<T>>(size - L);
+        for (Index i = 0; i < body; i += L) packet(ev.template packet<Eigen::Unaligned, Packet<T>>(i), i, i, i + L);
+        if (body < size) packet(last, size - L, body, size);
     } else {
         const E e = make<T>(f, in, size, seq);
         Ev ev(e);
@@ -119,13 +124,13 @@ inline void assign(T* out, Index size, const F& f, const P*... in) {
     const detail::Ptrs<T, sizeof...(P)> ins{in...};
     detail::evaluate<T>(
         size, ins, f,
-        [out](const auto& p, Index i, Index count) {
-            if (count == kLanes<T>) {
-                Eigen::internal::pstoreu(out + i, p);
+        [out](const auto& p, Index start, Index from, Index to) {
+            if (from == start && to == start + kLanes<T>) {
+                Eigen::internal::pstoreu(out + start, p);
             } else {
                 alignas(64) T tmp[kLanes<T>];
                 Eigen::internal::pstoreu(tmp, p);
-                std::copy_n(tmp, count, out + i);
+                std::copy(tmp + (from - start), tmp + (to - start), out + from);
             }
         },
         [out](T v, Index i) { out[i] = v; });
@@ -141,13 +146,13 @@ inline double sum(Index size, const F& f, const P*... in) {
     const detail::Ptrs<T, sizeof...(P)> ins{in...};
     detail::evaluate<T>(
         size, ins, f,
-        [&acc](const auto& p, Index, Index count) {
+        [&acc](const auto& p, Index start, Index from, Index to) {
             alignas(64) T tmp[L];
             Eigen::internal::pstoreu(tmp, p);
-            if (count == L) {
+            if (from == start && to == start + L) {  // start is a multiple of L
                 for (Index j = 0; j < L; ++j) acc[j] += double(tmp[j]);
             } else {
-                for (Index j = 0; j < count; ++j) acc[j] += double(tmp[j]);
+                for (Index i = from; i < to; ++i) acc[i % L] += double(tmp[i - start]);
             }
         },
         [&acc](T v, Index i) { acc[i % L] += double(v); });
