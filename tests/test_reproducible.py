@@ -73,6 +73,12 @@ def kernel_calls(rng):
         add(f"dense_backward {act}",
             [normal(n, p), Aq, normal(q, p), np.zeros((q, p)), np.zeros(p), np.zeros((n, q))],
             lambda bk, g, a, w, dw, db, gp, act=act: list(bk.dense_backward(g, a, w, act, dw, db, gp)))
+    # a 10-wide layer: the cpu backend's register-blocked narrow products
+    add("dense_forward narrow", [normal(n, q), normal(q, 10), normal(10), np.zeros((n, 10))],
+        lambda bk, x, w, b, out: [bk.dense_forward(x, w, b, "tanh", out=out)])
+    add("dense_backward narrow",
+        [normal(n, 10), Aq, normal(q, 10), np.zeros((q, 10)), np.zeros(10), np.zeros((n, q))],
+        lambda bk, g, a, w, dw, db, gp: list(bk.dense_backward(g, a, w, "tanh", dw, db, gp)))
     add("dropout", [H, (rng.random((n, p)) > 0.3) / 0.7, np.zeros((n, p))],
         lambda bk, a, m, out: [bk.dropout(a, m, out=out)])
     add("colsum", [H, np.zeros(p)], lambda bk, g, out: [bk.colsum(g, out=out)])
