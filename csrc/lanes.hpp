@@ -8,8 +8,8 @@
 // in one loop and not the other). numpy's buffers are only 16-byte aligned, so which elements took
 // which path, hence the last bits of an activation, a loss gradient or an Adam update, depended on
 // where the caller's arrays happened to start: three identical fits in one process ended at three
-// different losses. The same holds for Eigen's reductions over a Map (redux starts its packets at
-// the first aligned address) and for Eigen's coefficient-based "lazy" products of tiny matrices.
+// different losses. The same can happen in Eigen's reductions over a Map (redux starts its packets
+// at the first aligned address) and in its coefficient-based "lazy" products of tiny matrices.
 //
 // What. assign() evaluates an Eigen array expression packet by packet from the first element, with
 // unaligned loads and stores, so every element goes through the same vector code (each lane of a
