@@ -1,13 +1,20 @@
 // bindings.cpp: the pybind11 module backprop._cpu, the one file that knows about Python.
 //
-// Every function checks its numpy arguments (type, dtype, C-contiguity, shape, writability,
-// overlap of outputs with inputs) and raises TypeError/ValueError before any kernel runs, then
-// maps the caller's buffers with no copy and releases the GIL around the kernel. Outputs are
-// always given (the Python adapter allocates them when the caller did not).
+// Every function checks what memory safety needs of its numpy arguments (type, dtype,
+// C-contiguity, shape, writability, and the aliasing rule below) and raises TypeError/ValueError
+// before any kernel runs, then maps the caller's buffers with no copy and releases the GIL around
+// the kernel. Outputs are always given (the Python adapter allocates them when the caller did not).
+//
+// The aliasing rule: an elementwise kernel (activation_forward, activation_backward, dropout) may
+// write its output into its FIRST input (exactly the same buffer: in place); no other output may
+// overlap any input or another output. (In-place updates such as param, m, v or dW += penalty are
+// one buffer read and written, not an input and an output.)
 #include <pybind11/pybind11.h>
 #include <pybind11/numpy.h>
 #include <pybind11/stl.h>
 
+#include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -88,12 +95,15 @@ template <class T>
 Span span(const char* name, const T* p, py::ssize_t count) {
     return {name, reinterpret_cast<const char*>(p), reinterpret_cast<const char*>(p + count)};
 }
-// Raises if an output overlaps any input or another output. `exact_ok`: the output may be
-// exactly the same buffer as that input (elementwise kernels work in place).
-void no_overlap(const Span& out, std::initializer_list<Span> others, bool exact_ok = false) {
+// Raises if `out` overlaps any of `others`. in_place: `out` may be exactly the first of them (an
+// elementwise kernel writing into its first input).
+void no_overlap(const Span& out, std::initializer_list<Span> others, bool in_place = false) {
+    bool first = true;
     for (const Span& o : others) {
+        const bool may_be_same = in_place && first;
+        first = false;
         if (o.lo == nullptr) continue;
-        if (exact_ok && o.lo == out.lo && o.hi == out.hi) continue;
+        if (may_be_same && o.lo == out.lo && o.hi == out.hi) continue;
         if (out.lo < o.hi && o.lo < out.hi)
             throw py::value_error(std::string(out.name) + " overlaps " + o.name +
                                   "; give a separate output buffer");
@@ -289,7 +299,7 @@ double loss_t(Loss kind, const py::array& F, const py::array& Y, const py::array
     const T* f = checked<T>(F, "F", {n, k}, false);
     const T* y = checked<T>(Y, "Y", {n, k}, false);
     T* g = checked<T>(G, "G", {n, k}, true);
-    no_overlap(span("G", g, n * k), {span("F", f, n * k), span("Y", y, n * k)}, true);
+    no_overlap(span("G", g, n * k), {span("F", f, n * k), span("Y", y, n * k)});
     py::gil_scoped_release release;
     return loss<T>(kind, f, y, g, n, k);
 }
@@ -371,14 +381,50 @@ void adam_update_py(const py::array& param, const py::array& grad, const py::arr
 
 // ---- the fused training step --------------------------------------------------------------------
 
+// The main thread's id (threading.main_thread().ident): only it runs Python's signal handlers.
+unsigned long g_main_thread = 0;
+
+// Asked between the batches of a native epoch (without the GIL): whether a signal handler raised,
+// as Python's default SIGINT handler does (KeyboardInterrupt). At most once per kInterval it takes
+// the GIL for the moment of PyErr_CheckSignals(); a raised exception is kept in `error` and the
+// epoch stops before its next batch. Off in threads other than the main one, where
+// PyErr_CheckSignals() does nothing.
+class SignalCheck {
+   public:
+    static constexpr std::chrono::milliseconds kInterval{50};
+    std::unique_ptr<py::error_already_set> error;
+
+    SignalCheck() : enabled_(PyThread_get_thread_ident() == g_main_thread), last_(Clock::now()) {}
+
+    bool operator()() {
+        if (!enabled_) return false;
+        const auto now = Clock::now();
+        if (now - last_ < kInterval) return false;
+        last_ = now;
+        py::gil_scoped_acquire gil;
+        if (PyErr_CheckSignals() == 0) return false;
+        error = std::make_unique<py::error_already_set>();  // takes the raised exception
+        return true;
+    }
+
+   private:
+    using Clock = std::chrono::steady_clock;
+    bool enabled_;
+    Clock::time_point last_;
+};
+
 // A native trainer over the model's own buffers. It keeps references to every array it was
 // given, so the buffers outlive it; the Python side rebuilds it when the model replaces one.
+// It keeps no step count: step() and epoch() take t, the number of updates applied before the call.
 template <class T>
 class Trainer {
    public:
+    // t is not used (the step count is an argument of step and epoch); it is accepted so that
+    // existing callers that pass it positionally keep working.
     Trainer(const py::list& W, const py::list& b, const py::list& dW, const py::list& db, const py::list& activations,
             const std::string& loss_name, const std::string& optimizer, const py::list& state1, const py::list& state2,
-            double lr, double momentum, double beta1, double beta2, double eps, long long t, double l1, double l2) {
+            double lr, double momentum, double beta1, double beta2, double eps, long long /*t*/, double l1,
+            double l2) {
         const std::size_t L = W.size();
         if (L == 0) throw py::value_error("the network has no layers");
         if (b.size() != L || dW.size() != L || db.size() != L || activations.size() != L)
@@ -405,7 +451,6 @@ class Trainer {
         opt.beta1 = beta1;
         opt.beta2 = beta2;
         opt.eps = eps;
-        opt.t = t;
         Loss loss_kind;
         try {
             loss_kind = loss_from_name(loss_name);
@@ -413,23 +458,18 @@ class Trainer {
             throw py::value_error(e.what());
         }
         std::vector<LayerBuffers<T>> layers(L);
-        std::vector<Span> spans;
-        auto keep = [&](const py::handle& obj, const std::string& name, py::ssize_t rows, py::ssize_t cols,
-                        bool writable) -> T* {
+        auto keep = [&](const py::handle& obj, const std::string& name, py::ssize_t rows, py::ssize_t cols) -> T* {
             py::array a = as_array(obj, name.c_str());
-            T* p = cols < 0 ? checked<T>(a, name.c_str(), {rows}, writable)
-                            : checked<T>(a, name.c_str(), {rows, cols}, writable);
-            keep_.push_back(a);
-            names_.push_back(name);
+            T* p = cols < 0 ? checked<T>(a, name.c_str(), {rows}, true) : checked<T>(a, name.c_str(), {rows, cols}, true);
             const py::ssize_t count = cols < 0 ? rows : rows * cols;
-            for (const Span& s : spans)
-                if (reinterpret_cast<const char*>(p) < s.hi && s.lo < reinterpret_cast<const char*>(p + count))
-                    throw py::value_error(name + " overlaps " + s.name + "; every buffer must be separate");
-            spans.push_back(Span{names_.back().c_str(), reinterpret_cast<const char*>(p),
-                                 reinterpret_cast<const char*>(p + count)});
+            const Buffer mine{name, reinterpret_cast<const char*>(p), reinterpret_cast<const char*>(p + count)};
+            for (const Buffer& other : buffers_)
+                if (mine.overlaps(other))
+                    throw py::value_error(name + " overlaps " + other.name + "; every buffer must be separate");
+            buffers_.push_back(mine);
+            keep_.push_back(a);
             return p;
         };
-        names_.reserve(16 * L);  // the spans point into these strings
         for (std::size_t l = 0; l < L; ++l) {
             const std::string s = std::to_string(l);
             py::array w = as_array(W[l], ("W[" + s + "]").c_str());
@@ -442,17 +482,17 @@ class Trainer {
             auto& Ly = layers[l];
             Ly.p_in = pi;
             Ly.p_out = po;
-            Ly.W = keep(W[l], "W[" + s + "]", pi, po, true);
-            Ly.b = keep(b[l], "b[" + s + "]", po, -1, true);
-            Ly.dW = keep(dW[l], "dW[" + s + "]", pi, po, true);
-            Ly.db = keep(db[l], "db[" + s + "]", po, -1, true);
+            Ly.W = keep(W[l], "W[" + s + "]", pi, po);
+            Ly.b = keep(b[l], "b[" + s + "]", po, -1);
+            Ly.dW = keep(dW[l], "dW[" + s + "]", pi, po);
+            Ly.db = keep(db[l], "db[" + s + "]", po, -1);
             if (n_state1) {
-                Ly.mW = keep(state1[2 * l], "state1[" + std::to_string(2 * l) + "]", pi, po, true);
-                Ly.mb = keep(state1[2 * l + 1], "state1[" + std::to_string(2 * l + 1) + "]", po, -1, true);
+                Ly.mW = keep(state1[2 * l], "state1[" + std::to_string(2 * l) + "]", pi, po);
+                Ly.mb = keep(state1[2 * l + 1], "state1[" + std::to_string(2 * l + 1) + "]", po, -1);
             }
             if (n_state2) {
-                Ly.vW = keep(state2[2 * l], "state2[" + std::to_string(2 * l) + "]", pi, po, true);
-                Ly.vb = keep(state2[2 * l + 1], "state2[" + std::to_string(2 * l + 1) + "]", po, -1, true);
+                Ly.vW = keep(state2[2 * l], "state2[" + std::to_string(2 * l) + "]", pi, po);
+                Ly.vb = keep(state2[2 * l + 1], "state2[" + std::to_string(2 * l + 1) + "]", po, -1);
             }
             Ly.act = act_arg(activations[l], false);
         }
@@ -461,44 +501,31 @@ class Trainer {
 
     double step(const py::array& X, const py::array& Y, double lr, long long t) {
         const py::ssize_t n = check_xy(X, Y);
-        step_->opt.lr = lr;
-        step_->opt.t = t;
+        check_t(t);
         const T* x = static_cast<const T*>(X.data());
         const T* y = static_cast<const T*>(Y.data());
         py::gil_scoped_release release;
-        return step_->step(x, y, n);
+        return step_->step(x, y, n, lr, t);
     }
 
-    double gradients(const py::array& X, const py::array& Y) {
-        const py::ssize_t n = check_xy(X, Y);
-        const T* x = static_cast<const T*>(X.data());
-        const T* y = static_cast<const T*>(Y.data());
-        py::gil_scoped_release release;
-        return step_->gradients(x, y, n);
-    }
-
-    void update() {
-        py::gil_scoped_release release;
-        step_->update();
-    }
-
-    // Runs every minibatch of one epoch; returns the batch losses (a float64 array).
+    // Runs the minibatches of one epoch; returns the batch losses (a float64 array). On a signal
+    // whose handler raises (Ctrl-C) it stops after the batch in progress and raises that exception,
+    // with the attributes `losses` (the batches run) and `updates` (how many were applied).
     py::array_t<double> epoch(const py::array& X, const py::array& Y, py::ssize_t batch_size, const py::object& order,
                               double lr, long long t) {
         const py::ssize_t N = check_xy(X, Y);
-        step_->opt.lr = lr;
-        step_->opt.t = t;
+        check_t(t);
         if (batch_size < 1) throw py::value_error("batch_size must be >= 1, got " + std::to_string(batch_size));
         const std::int64_t* idx = nullptr;
-        py::array ord;
         if (!order.is_none()) {
-            ord = as_array(order, "order");
+            py::array ord = as_array(order, "order");
             if (!ord.dtype().is(py::dtype::of<std::int64_t>()))
                 throw py::type_error("order must be an int64 array, got " + std::string(py::str(ord.dtype())));
             if (ord.ndim() != 1 || ord.shape(0) != N)
                 throw py::value_error("order must have shape (" + std::to_string(N) + ",), got " + shape_str(ord));
             if (!(ord.flags() & py::array::c_style)) throw py::value_error("order must be C-contiguous");
             idx = static_cast<const std::int64_t*>(ord.data());
+            check_apart(Buffer{"order", reinterpret_cast<const char*>(idx), reinterpret_cast<const char*>(idx + N)});
             for (py::ssize_t i = 0; i < N; ++i)
                 if (idx[i] < 0 || idx[i] >= N)
                     throw py::value_error("order[" + std::to_string(i) + "] = " + std::to_string(idx[i]) +
@@ -508,42 +535,53 @@ class Trainer {
         std::vector<double> out(static_cast<std::size_t>(nb));
         const T* x = static_cast<const T*>(X.data());
         const T* y = static_cast<const T*>(Y.data());
+        SignalCheck interrupted;
         py::ssize_t ran;
         {
             py::gil_scoped_release release;
-            ran = step_->epoch(x, y, N, idx, batch_size, out.data());
+            ran = step_->epoch(x, y, N, idx, batch_size, lr, t, out.data(), interrupted);
         }
         py::array_t<double> losses(ran);
         std::copy_n(out.data(), ran, losses.mutable_data());
+        if (interrupted.error) {  // every batch run was applied (a non-finite loss ends the epoch first)
+            const py::object& exc = interrupted.error->value();
+            if (py::hasattr(exc, "__dict__")) {
+                exc.attr("losses") = losses;
+                exc.attr("updates") = py::int_(ran);
+            }
+            throw *interrupted.error;
+        }
         return losses;
     }
 
-    py::array predict(const py::array& X) {
-        if (X.ndim() != 2) throw py::value_error("X must be 2-D (n x p_in), got shape " + shape_str(X));
-        const py::ssize_t n = X.shape(0);
-        const T* x = checked<T>(X, "X", {n, step_->p_in()}, false);
-        py::array_t<T> F({n, py::ssize_t(step_->p_out())});
-        T* f = F.mutable_data();
-        {
-            py::gil_scoped_release release;
-            const T* out = step_->forward(x, n);
-            std::copy_n(out, n * step_->p_out(), f);
-        }
-        return F;
-    }
-
-    MLPStep<T>& core() { return *step_; }
-
    private:
+    struct Buffer {
+        std::string name;
+        const char* lo;
+        const char* hi;
+        bool overlaps(const Buffer& o) const { return lo < o.hi && o.lo < hi; }
+    };
     std::unique_ptr<MLPStep<T>> step_;
     std::vector<py::array> keep_;  // the model's buffers, kept alive while the trainer lives
-    std::vector<std::string> names_;
+    std::vector<Buffer> buffers_;  // and where they are: every one is written by a step
+
+    // An input of a step (X, Y, order) must not overlap a buffer the step writes.
+    void check_apart(const Buffer& in) const {
+        for (const Buffer& b : buffers_)
+            if (in.overlaps(b)) throw py::value_error(in.name + " overlaps " + b.name + ", which the trainer writes");
+    }
+
+    static void check_t(long long t) {
+        if (t < 0) throw py::value_error("t counts the updates already applied, >= 0; got " + std::to_string(t));
+    }
 
     py::ssize_t check_xy(const py::array& X, const py::array& Y) {
         if (X.ndim() != 2) throw py::value_error("X must be 2-D (n x p_in), got shape " + shape_str(X));
         const py::ssize_t n = X.shape(0);
-        checked<T>(X, "X", {n, step_->p_in()}, false);
-        checked<T>(Y, "Y", {n, step_->p_out()}, false);
+        const T* x = checked<T>(X, "X", {n, step_->p_in()}, false);
+        const T* y = checked<T>(Y, "Y", {n, step_->p_out()}, false);
+        check_apart(Buffer{"X", reinterpret_cast<const char*>(x), reinterpret_cast<const char*>(x + n * step_->p_in())});
+        check_apart(Buffer{"Y", reinterpret_cast<const char*>(y), reinterpret_cast<const char*>(y + n * step_->p_out())});
         return n;
     }
 };
@@ -552,7 +590,8 @@ template <class T>
 void bind_trainer(py::module_& m, const char* name) {
     using Tr = Trainer<T>;
     py::class_<Tr>(m, name,
-                   "A dense network's whole training step in one native call, over the model's own buffers.")
+                   "A dense network's whole training step in one native call, over the model's own buffers.\n"
+                   "It keeps no step count: step and epoch take t, the number of updates applied before.")
         .def(py::init<const py::list&, const py::list&, const py::list&, const py::list&, const py::list&,
                       const std::string&, const std::string&, const py::list&, const py::list&, double, double, double,
                       double, double, long long, double, double>(),
@@ -560,27 +599,15 @@ void bind_trainer(py::module_& m, const char* name) {
              py::arg("optimizer"), py::arg("state1"), py::arg("state2"), py::arg("lr"), py::arg("momentum") = 0.0,
              py::arg("beta1") = 0.9, py::arg("beta2") = 0.999, py::arg("eps") = 1e-8, py::arg("t") = 0,
              py::arg("l1") = 0.0, py::arg("l2") = 0.0)
-        .def("step", &Tr::step, py::arg("X"), py::arg("Y"), py::arg("lr"), py::arg("t") = 0,
+        .def("step", &Tr::step, py::arg("X"), py::arg("Y"), py::arg("lr"), py::arg("t"),
              "Forward, loss, backward, penalty and update (Adam's step t+1) on one batch with learning rate lr;\n"
-             "returns the loss. A loss that is not finite is returned without updating.")
-        .def("gradients", &Tr::gradients, py::arg("X"), py::arg("Y"),
-             "Forward, loss and backward (dW, db filled, no update); returns the loss.")
-        .def("update", &Tr::update, "The optimizer update from the current dW, db.")
+             "returns the loss. The update is applied if and only if the loss is finite.")
         .def("epoch", &Tr::epoch, py::arg("X"), py::arg("Y"), py::arg("batch_size"), py::arg("order"), py::arg("lr"),
-             py::arg("t") = 0,
-             "Steps over X[order] (order None: X in order) in minibatches; returns each batch's loss,\n"
-             "stopping after the first batch whose loss is not finite (that batch not updated).")
-        .def("predict", &Tr::predict, py::arg("X"), "The network's output for X (a new array).")
-        .def_property(
-            "lr", [](Tr& t) { return t.core().opt.lr; }, [](Tr& t, double v) { t.core().opt.lr = v; })
-        .def_property(
-            "momentum", [](Tr& t) { return t.core().opt.momentum; }, [](Tr& t, double v) { t.core().opt.momentum = v; })
-        .def_property(
-            "t", [](Tr& t) { return t.core().opt.t; }, [](Tr& t, long long v) { t.core().opt.t = v; })
-        .def_property(
-            "l1", [](Tr& t) { return t.core().l1; }, [](Tr& t, double v) { t.core().l1 = v; })
-        .def_property(
-            "l2", [](Tr& t) { return t.core().l2; }, [](Tr& t, double v) { t.core().l2 = v; });
+             py::arg("t"),
+             "Steps over X[order] (order None: X in order) in minibatches, batch i as update t+i+1; returns\n"
+             "each batch's loss. Every finite one was applied; it stops after the first that is not finite\n"
+             "(not applied). Ctrl-C stops it after the batch in progress: the KeyboardInterrupt carries\n"
+             "`losses` and `updates` (the batches run, all applied).");
 }
 
 // ---- threads and the BLAS ---------------------------------------------------------------------
@@ -626,6 +653,7 @@ PYBIND11_MODULE(_cpu, m) {
     m.def("adam_update", &adam_update_py, py::arg("param"), py::arg("grad"), py::arg("m"), py::arg("v"),
           py::arg("lr"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"), py::arg("step"));
 
+    g_main_thread = py::module_::import("threading").attr("main_thread")().attr("ident").cast<unsigned long>();
     bind_trainer<float>(m, "Trainer32");
     bind_trainer<double>(m, "Trainer64");
 
@@ -642,12 +670,6 @@ PYBIND11_MODULE(_cpu, m) {
         py::arg("path"), py::arg("prefix") = "scipy_", py::arg("suffix") = "", py::arg("ilp64") = false,
         "Routes large products to the OpenBLAS in `path` (symbols `<prefix>cblas_sgemm<suffix>`, ...;\n"
         "ilp64: 64-bit integer arguments).");
-    m.def("unload_blas", []() { Blas::instance().unload(); }, "Every product in Eigen from now on.");
-    m.def("blas_path", []() { return Blas::instance().path; }, "The OpenBLAS in use, or '' (Eigen only).");
-    m.def(
-        "set_gemm_threshold", [](long long t) { Blas::instance().threshold.store(t); }, py::arg("multiply_adds"),
-        "Products with m*n*k below this stay in Eigen.");
-    m.def("get_gemm_threshold", []() { return Blas::instance().threshold.load(); });
     m.attr("eigen_version") = std::to_string(EIGEN_WORLD_VERSION) + "." + std::to_string(EIGEN_MAJOR_VERSION) + "." +
                               std::to_string(EIGEN_MINOR_VERSION);
 }

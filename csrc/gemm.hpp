@@ -6,11 +6,18 @@
 // build numpy ships; numpy's own copy when it has one), loaded at run time with dlopen: on this kind of machine Eigen 3.4's own
 // product reaches 64-71% of the FP32 peak where OpenBLAS reaches 81-87%. OpenBLAS is optional:
 // without it every product runs in Eigen (single-threaded), with the same results to rounding.
+//
+// Which path a product takes depends on its sizes only, never on where its buffers start: the
+// narrow kernels pack their operand into an aligned buffer of their own, Eigen's blocked products
+// load and store unaligned, and Eigen's coefficient-based path for tiny products (its vector part
+// and its scalar part, split at the first aligned address of each row, add in different orders; a
+// probe of tiny shapes at 17 offsets found them equal with GCC 12, which contracts both into the
+// same FMAs, but nothing promises it) is turned off by EIGEN_GEMM_TO_COEFFBASED_THRESHOLD=0
+// (CMakeLists.txt; checked below).
 #pragma once
 
 #include <dlfcn.h>
 
-#include <atomic>
 #include <cstdint>
 #include <limits>
 #include <string>
@@ -18,6 +25,9 @@
 
 #include "common.hpp"
 #include "small_gemm.hpp"
+
+static_assert(EIGEN_GEMM_TO_COEFFBASED_THRESHOLD == 0,
+              "build with EIGEN_GEMM_TO_COEFFBASED_THRESHOLD=0: Eigen's lazy products depend on addresses");
 
 namespace backprop {
 
@@ -37,9 +47,8 @@ struct Blas {
     gemm_t<double, std::int64_t> dgemm64 = nullptr;
     set_threads_t set_num_threads = nullptr;
     get_threads_t get_num_threads = nullptr;
-    std::string path;
     // Products with m*n*k below this many multiply-adds stay in Eigen.
-    std::atomic<long long> threshold{40000};
+    static constexpr long long kThreshold = 40000;
 
     bool loaded() const { return sgemm32 != nullptr || sgemm64 != nullptr; }
 
@@ -73,14 +82,7 @@ struct Blas {
         }
         set_num_threads = st;
         get_num_threads = gt;
-        path = lib;
         return "";
-    }
-
-    void unload() {
-        sgemm32 = nullptr, dgemm32 = nullptr, sgemm64 = nullptr, dgemm64 = nullptr;
-        set_num_threads = nullptr, get_num_threads = nullptr;
-        path.clear();
     }
 };
 
@@ -123,10 +125,10 @@ inline void gemm(bool trans_a, bool trans_b, Index m, Index n, Index k, T alpha,
                  const T* B, T beta, T* C) {
     if (m == 0 || n == 0) return;
     if (alpha == T(1) && beta == T(0) && small::gemm<T>(trans_a, trans_b, m, n, k, A, B, C)) return;
-    Blas& blas = Blas::instance();
+    const Blas& blas = Blas::instance();
     constexpr Index kIntMax = std::numeric_limits<int>::max();  // an LP64 BLAS takes int sizes
     const bool int32_ok = blas.sgemm64 != nullptr || (m <= kIntMax && n <= kIntMax && k <= kIntMax);
-    if (blas.loaded() && k > 0 && int32_ok && m * n * k >= blas.threshold.load(std::memory_order_relaxed)) {
+    if (blas.loaded() && k > 0 && int32_ok && m * n * k >= Blas::kThreshold) {
         detail::blas_gemm<T>(trans_a, trans_b, m, n, k, alpha, A, trans_a ? m : k, B, trans_b ? k : n, beta, C, n);
         return;
     }

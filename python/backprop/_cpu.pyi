@@ -1,8 +1,10 @@
 """Type stubs for backprop._cpu, the cpu backend's C++ module (csrc/bindings.cpp).
 
 Every array argument is a numpy.ndarray of float32 or float64 (all of one dtype), C-contiguous
-and non-empty; outputs are written in place and must not overlap the inputs (elementwise kernels
-may write exactly over an input). Anything else raises TypeError or ValueError before C++ runs.
+and non-empty; outputs are written in place. The aliasing rule: an elementwise kernel
+(activation_forward, activation_backward, dropout) may write its output into its FIRST input (the
+same buffer exactly); no other output may overlap any input. Anything else raises TypeError or
+ValueError before C++ runs. Results do not depend on where the buffers start (csrc/lanes.hpp).
 """
 
 from typing import Optional, Sequence
@@ -32,25 +34,25 @@ def adam_update(param: FloatArray, grad: FloatArray, m: FloatArray, v: FloatArra
                 beta1: float, beta2: float, eps: float, step: int) -> None: ...
 
 class _Trainer:
-    """A dense network's whole training step in one native call, over the model's own buffers."""
+    """A dense network's whole training step in one native call, over the model's own buffers.
 
-    lr: float
-    momentum: float
-    t: int
-    l1: float
-    l2: float
+    It keeps no step count: ``t`` is the number of updates applied before the call (Adam's bias
+    corrections use t + 1, t + 2, ...), and the caller counts what was applied.
+    """
 
     def __init__(self, W: Sequence[FloatArray], b: Sequence[FloatArray], dW: Sequence[FloatArray],
                  db: Sequence[FloatArray], activations: Sequence[str], loss: str, optimizer: str,
                  state1: Sequence[FloatArray], state2: Sequence[FloatArray], lr: float,
                  momentum: float = 0.0, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
-                 t: int = 0, l1: float = 0.0, l2: float = 0.0) -> None: ...
-    def step(self, X: FloatArray, Y: FloatArray, lr: float, t: int = 0) -> float: ...
-    def gradients(self, X: FloatArray, Y: FloatArray) -> float: ...
-    def update(self) -> None: ...
+                 t: int = 0, l1: float = 0.0, l2: float = 0.0) -> None:
+        """``t`` is not used (the step count is an argument of step and epoch)."""
+    def step(self, X: FloatArray, Y: FloatArray, lr: float, t: int) -> float:
+        """The loss of the batch; the update (step t + 1) is applied if and only if it is finite."""
     def epoch(self, X: FloatArray, Y: FloatArray, batch_size: int, order: Optional[npt.NDArray[np.int64]],
-              lr: float, t: int = 0) -> npt.NDArray[np.float64]: ...
-    def predict(self, X: FloatArray) -> FloatArray: ...
+              lr: float, t: int) -> npt.NDArray[np.float64]:
+        """The batch losses; batch i is update t + i + 1. Every finite loss was applied; the epoch
+        stops after the first that is not (not applied). On Ctrl-C it stops after the batch in
+        progress and raises KeyboardInterrupt with ``losses`` and ``updates`` (all applied)."""
 
 class Trainer32(_Trainer): ...
 class Trainer64(_Trainer): ...
@@ -58,7 +60,3 @@ class Trainer64(_Trainer): ...
 def set_num_threads(n: int) -> None: ...
 def get_num_threads() -> int: ...
 def load_blas(path: str, prefix: str = "scipy_", suffix: str = "", ilp64: bool = False) -> None: ...
-def unload_blas() -> None: ...
-def blas_path() -> str: ...
-def set_gemm_threshold(multiply_adds: int) -> None: ...
-def get_gemm_threshold() -> int: ...
