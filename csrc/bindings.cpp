@@ -423,8 +423,7 @@ class Trainer {
     // existing callers that pass it positionally keep working.
     Trainer(const py::list& W, const py::list& b, const py::list& dW, const py::list& db, const py::list& activations,
             const std::string& loss_name, const std::string& optimizer, const py::list& state1, const py::list& state2,
-            double lr, double momentum, double beta1, double beta2, double eps, long long /*t*/, double l1,
-            double l2) {
+            double lr, double momentum, double beta1, double beta2, double eps, double l1, double l2) {
         const std::size_t L = W.size();
         if (L == 0) throw py::value_error("the network has no layers");
         if (b.size() != L || dW.size() != L || db.size() != L || activations.size() != L)
@@ -594,10 +593,10 @@ void bind_trainer(py::module_& m, const char* name) {
                    "It keeps no step count: step and epoch take t, the number of updates applied before.")
         .def(py::init<const py::list&, const py::list&, const py::list&, const py::list&, const py::list&,
                       const std::string&, const std::string&, const py::list&, const py::list&, double, double, double,
-                      double, double, long long, double, double>(),
+                      double, double, double, double>(),
              py::arg("W"), py::arg("b"), py::arg("dW"), py::arg("db"), py::arg("activations"), py::arg("loss"),
              py::arg("optimizer"), py::arg("state1"), py::arg("state2"), py::arg("lr"), py::arg("momentum") = 0.0,
-             py::arg("beta1") = 0.9, py::arg("beta2") = 0.999, py::arg("eps") = 1e-8, py::arg("t") = 0,
+             py::arg("beta1") = 0.9, py::arg("beta2") = 0.999, py::arg("eps") = 1e-8,
              py::arg("l1") = 0.0, py::arg("l2") = 0.0)
         .def("step", &Tr::step, py::arg("X"), py::arg("Y"), py::arg("lr"), py::arg("t"),
              "Forward, loss, backward, penalty and update (Adam's step t+1) on one batch with learning rate lr;\n"

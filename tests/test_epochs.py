@@ -202,3 +202,22 @@ def test_float64_data_beyond_float32_is_rejected(backend, rng):
     net.fit(big, Y, epochs=1, standardize=True)
     assert np.isfinite(net.predict(big)).all()
     assert np.isfinite(bp.MLP([2, 3, 1], backend=backend, dtype="float64", seed=0).predict(big)).all()
+
+
+def test_a_fused_epoch_stopped_by_ctrl_c_counts_the_updates_it_applied():
+    """The native epoch raises KeyboardInterrupt between batches with the updates it applied;
+    the optimizer's step count (Adam's bias correction) follows them."""
+    net = bp.MLP([2, 3, 1], backend="numpy", seed=0)
+    trainer = bp.Trainer(net, "mse", "adam", fused=False)
+    trainer.state.step = 7
+
+    class Stopped:
+        def epoch(self, *args):
+            exc = KeyboardInterrupt()
+            exc.updates, exc.losses = 3, [1.0, 1.0, 1.0]
+            raise exc
+
+    trainer.fused, trainer._native = True, Stopped()
+    with pytest.raises(KeyboardInterrupt):
+        trainer.epoch(np.zeros((8, 2)), np.zeros((8, 1)), 2)
+    assert trainer.state.step == 10

@@ -44,8 +44,8 @@ class _Trainer:
                  db: Sequence[FloatArray], activations: Sequence[str], loss: str, optimizer: str,
                  state1: Sequence[FloatArray], state2: Sequence[FloatArray], lr: float,
                  momentum: float = 0.0, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
-                 t: int = 0, l1: float = 0.0, l2: float = 0.0) -> None:
-        """``t`` is not used (the step count is an argument of step and epoch)."""
+                 l1: float = 0.0, l2: float = 0.0) -> None:
+        """No step count: it is an argument of step and epoch."""
     def step(self, X: FloatArray, Y: FloatArray, lr: float, t: int) -> float:
         """The loss of the batch; the update (step t + 1) is applied if and only if it is finite."""
     def epoch(self, X: FloatArray, Y: FloatArray, batch_size: int, order: Optional[npt.NDArray[np.int64]],

@@ -160,24 +160,10 @@ class Trainer:
 
     def native(self):
         """The backend's fused trainer over this model's buffers (built on first use)."""
-        if self._native is None and getattr(self.net.backend, "name", None) == "cuda":
-            self._native = self.net.backend.make_trainer(self.net, self.loss, self.optimizer,
-                                                         self.state, self.l1, self.l2)
         if self._native is None:
-            net, opt, slots = self.net, self.optimizer, self.state.slots
-            state1, state2, kind = [], [], "sgd"
-            if isinstance(opt, Adam):
-                kind = "adam"
-                state1 = [s["m"] for s in slots]
-                state2 = [s["v"] for s in slots]
-            elif opt.momentum > 0:
-                kind = "nesterov" if opt.nesterov else "momentum"
-                state1 = [s["velocity"] for s in slots]
-            self._native = net.backend.make_trainer(
-                net._W, net._b, net._dW, net._db, net.layer_activations, self.loss, kind,
-                state1, state2, lr=opt.lr, momentum=getattr(opt, "momentum", 0.0),
-                beta1=getattr(opt, "beta1", 0.9), beta2=getattr(opt, "beta2", 0.999),
-                eps=getattr(opt, "eps", 1e-8), t=self.state.step, l1=self.l1, l2=self.l2)
+            net = self.net
+            self._native = net.backend.make_trainer(net, self.loss, self.optimizer, self.state,
+                                                    self.l1, self.l2)
         return self._native
 
     def masks(self, n):
@@ -261,8 +247,12 @@ class Trainer:
         net = self.net
         with net._lock:
             if self.fused:
-                values = self.native().epoch(X, Y, batch_size, order, self.optimizer.lr,
-                                             self.state.step)
+                try:
+                    values = self.native().epoch(X, Y, batch_size, order, self.optimizer.lr,
+                                                 self.state.step)
+                except KeyboardInterrupt as exc:  # stopped between batches: count what ran
+                    self.state.step += getattr(exc, "updates", 0)
+                    raise
                 self._count_updates(values)
                 return values.tolist(), sizes
             if order is not None:

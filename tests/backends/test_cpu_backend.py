@@ -339,8 +339,8 @@ def test_fused_adam_step_count_and_lr_schedule_follow_the_optimizer():
 INTERRUPTED_EPOCH = textwrap.dedent("""
     import sys, time
     import numpy as np
-    from backprop.backends.cpu_backend import CpuBackend
-    bk, rng = CpuBackend(), np.random.default_rng(0)
+    from backprop.backends.cpu_backend import _cpu
+    rng = np.random.default_rng(0)
     layers, batch, batches = [64, 2048, 2048, 10], 64, 400   # tens of ms a batch: seconds an epoch
     X = rng.normal(size=(batch * batches, 64)).astype(np.float32)
     Y = rng.normal(size=(batch * batches, 10)).astype(np.float32)
@@ -350,8 +350,8 @@ INTERRUPTED_EPOCH = textwrap.dedent("""
         W, b = [w.copy() for w in W0], [np.zeros(w.shape[1], np.float32) for w in W0]
         dW, db = [np.empty_like(w) for w in W], [np.empty_like(x) for x in b]
         state = [[np.zeros_like(x) for pair in zip(W, b) for x in pair] for _ in range(2)]  # W0, b0, W1, ...
-        return W + b, bk.make_trainer(W, b, dW, db, ["tanh", "tanh", "identity"], "mse", "adam", *state,
-                                      lr=1e-3)
+        return W + b, _cpu.Trainer32(W, b, dW, db, ["tanh", "tanh", "identity"], "mse", "adam", *state,
+                                     lr=1e-3)
 
     params, tr = trainer()
     print("started", flush=True)

@@ -36,9 +36,6 @@ except ImportError as exc:  # the extension was not built
         f"({exc}); reinstall with `pip install .` on a machine with a C++17 compiler"
     ) from exc
 
-_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-
-
 def _numpy_openblas():
     """numpy's own OpenBLAS (the wheels bundle scipy-openblas64 in numpy.libs), or None."""
     import glob
@@ -165,22 +162,31 @@ class CpuBackend(HostMemory, Backend):
 
     # ---- the fused whole-step path ----------------------------------------------------
 
-    def make_trainer(self, W, b, dW, db, activations, loss, optimizer="sgd", state1=(), state2=(),
-                     lr=0.01, momentum=0.0, beta1=0.9, beta2=0.999, eps=1e-8, t=0, l1=0.0, l2=0.0):
-        """A native trainer over the given buffers (lists, one entry per dense layer).
+    def make_trainer(self, net, loss, optimizer, state, l1=0.0, l2=0.0):
+        """The native trainer over ``net``'s own buffers (parameters, gradients, ``state``'s slots).
 
-        ``activations[l]`` is the activation of layer l's output (the last is the output
-        activation). ``optimizer`` is "sgd" (no state), "momentum"/"nesterov" (``state1`` =
-        velocities) or "adam" (``state1`` = m, ``state2`` = v); states are listed W0, b0, W1, b1, ...
-        The trainer's ``step(X, Y)`` runs forward, loss, backward, penalty and update and returns
-        the loss (data loss + penalty); ``epoch(X, Y, batch_size, order)`` runs a whole epoch.
-        Adam's step count lives in ``trainer.t``.
+        ``net`` is an MLP on this backend, ``optimizer`` a GD, SGD or Adam of ``backprop.optim`` and
+        ``state`` its OptimizerState over ``net.params``. The trainer's ``step(X, Y, lr, t)`` runs
+        forward, loss, backward, penalty and update t+1 (when the loss is finite) and returns the
+        loss (data loss + penalty); ``epoch(X, Y, batch_size, order, lr, t)`` runs a whole epoch of
+        minibatches and returns their losses. The same kernels, in the same order, as the kernel
+        path (``train.gradient_kernels`` then ``OptimizerState.apply``); the step count stays with
+        the caller. Hyper-parameters other than lr are read when the trainer is made.
         """
-        if not W:
-            raise ValueError("make_trainer needs at least one layer")
-        if not isinstance(W[0], np.ndarray) or W[0].dtype not in _FLOAT_DTYPES:
-            raise TypeError("make_trainer: W[0] must be a float32 or float64 numpy.ndarray")
-        cls = _cpu.Trainer32 if W[0].dtype == np.float32 else _cpu.Trainer64
-        return cls(list(W), list(b), list(dW), list(db), list(activations), loss, optimizer,
-                   list(state1), list(state2), float(lr), float(momentum), float(beta1),
-                   float(beta2), float(eps), int(t), float(l1), float(l2))
+        from ..optim import Adam
+
+        slots = state.slots
+        state1, state2, kind = [], [], "sgd"
+        if isinstance(optimizer, Adam):
+            kind = "adam"
+            state1 = [s["m"] for s in slots]
+            state2 = [s["v"] for s in slots]
+        elif optimizer.momentum > 0:
+            kind = "nesterov" if optimizer.nesterov else "momentum"
+            state1 = [s["velocity"] for s in slots]
+        cls = _cpu.Trainer32 if net.dtype == np.float32 else _cpu.Trainer64
+        return cls(list(net._W), list(net._b), list(net._dW), list(net._db),
+                   list(net.layer_activations), loss, kind, state1, state2, float(optimizer.lr),
+                   float(getattr(optimizer, "momentum", 0.0)), float(getattr(optimizer, "beta1", 0.9)),
+                   float(getattr(optimizer, "beta2", 0.999)), float(getattr(optimizer, "eps", 1e-8)),
+                   float(l1), float(l2))
