@@ -55,9 +55,14 @@ py::array as_array(const py::handle& obj, const char* name) {
     return py::reinterpret_borrow<py::array>(obj);
 }
 
+// Equivalent dtypes, not the same object: an unpickled array's float32 is a float32 all the same.
+bool dtype_is(const py::array& a, const py::dtype& want) {
+    return py::detail::npy_api::get().PyArray_EquivTypes_(a.dtype().ptr(), want.ptr());
+}
+
 DType dtype_of(const py::array& a, const char* name) {
-    if (a.dtype().is(py::dtype::of<float>())) return DType::f32;
-    if (a.dtype().is(py::dtype::of<double>())) return DType::f64;
+    if (dtype_is(a, py::dtype::of<float>())) return DType::f32;
+    if (dtype_is(a, py::dtype::of<double>())) return DType::f64;
     throw py::type_error(std::string(name) + " must be float32 or float64, got " +
                          std::string(py::str(a.dtype())));
 }
@@ -518,7 +523,7 @@ class Trainer {
         const std::int64_t* idx = nullptr;
         if (!order.is_none()) {
             py::array ord = as_array(order, "order");
-            if (!ord.dtype().is(py::dtype::of<std::int64_t>()))
+            if (!dtype_is(ord, py::dtype::of<std::int64_t>()))
                 throw py::type_error("order must be an int64 array, got " + std::string(py::str(ord.dtype())));
             if (ord.ndim() != 1 || ord.shape(0) != N)
                 throw py::value_error("order must have shape (" + std::to_string(N) + ",), got " + shape_str(ord));

@@ -152,3 +152,15 @@ def test_standardizer_is_applied_at_predict_and_in_dX(rng):
     np.testing.assert_allclose(net.predict(X), plain)
     Y = rng.normal(size=(30, 1))
     assert bp.gradcheck(net, X[:6], Y[:6]) < 1e-6  # dX is taken with respect to the raw X
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cpu"])
+def test_a_model_survives_pickling_on_the_host_backends(backend):
+    """An unpickled array's dtype is an equal dtype, not numpy's singleton: kernels accept it."""
+    import pickle
+
+    net = bp.MLP([2, 4, 1], backend=backend, seed=0)
+    X = np.random.default_rng(0).normal(size=(5, 2))
+    again = pickle.loads(pickle.dumps(net))
+    np.testing.assert_array_equal(again.predict(X), net.predict(X))
+    again.fit(X, np.ones((5, 1)), epochs=2)

@@ -24,8 +24,9 @@ OFFSETS = range(18)  # element offsets from a 64-byte boundary: every address cl
 
 
 def _address(x):
-    iface = getattr(x, "__cuda_array_interface__", None) or x.__array_interface__
-    return iface["data"][0]
+    if isinstance(x, np.ndarray):
+        return x.__array_interface__["data"][0]
+    return int(x.data.ptr)  # a CuPy array (or the emulator's)
 
 
 def place(bk, values, dtype, offset):
