@@ -1,0 +1,129 @@
+"""Data-parallel training over MPI (backprop.distributed), under ``mpiexec -n 2`` from here.
+
+Every distributed scenario must give, on each rank, the parameters of one process training on
+the global data (float64, relative 1e-12), bit for bit the same on both ranks; with
+reduction="fixed", bit for bit the parameters of one process with the same grad_blocks.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from .scenarios import SCENARIOS, run
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+WORKER = os.path.join(HERE, "mpi_worker.py")
+
+
+def _mpiexec():
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        return None, "mpi4py is not installed (pip install '.[mpi]')"
+    exe = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    exe = exe if os.path.exists(exe) else shutil.which("mpiexec")
+    if exe is None:
+        return None, "no mpiexec on PATH (pip install '.[mpi]' brings mpich's)"
+    return exe, None
+
+
+def _env():
+    import backprop
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    # the worker imports the same backprop as this process (an installed one or python/)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [os.path.dirname(os.path.dirname(backprop.__file__)), ROOT, env.get("PYTHONPATH", "")])
+    return env
+
+
+def mpirun(tmp, mode, n=2, timeout=60):
+    exe, why = _mpiexec()
+    if exe is None:
+        pytest.skip(why)
+    start = time.monotonic()
+    proc = subprocess.run([exe, "-n", str(n), sys.executable, WORKER, str(tmp), mode],
+                          capture_output=True, text=True, timeout=timeout, env=_env())
+    return proc, time.monotonic() - start
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("mpi")
+    proc, _ = mpirun(tmp, "scenarios")
+    if proc.returncode != 0 and "mpi" in proc.stderr.lower() and not (tmp / "rank0.npz").exists() \
+            and "Traceback" not in proc.stderr:
+        pytest.skip(f"MPI could not start: {proc.stderr[-500:]}")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return [np.load(tmp / f"rank{r}.npz") for r in range(2)]
+
+
+def _params(saved, name):
+    return [saved[k] for k in sorted(saved.files) if k.startswith(name + "/") and
+            k.split("/")[1][0] in "Wb"]
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_two_ranks_equal_one_process(ranks, name):
+    if SCENARIOS[name].get("backend") == "cpu":
+        from backprop.backends import why_unavailable
+        if why_unavailable("cpu"):
+            pytest.skip(why_unavailable("cpu"))
+    r0, r1 = ranks
+    for a, b in zip(_params(r0, name), _params(r1, name)):
+        assert np.array_equal(a, b), "ranks hold different parameters"
+    for key in ("loss", "val_loss", "stopped"):
+        assert np.array_equal(r0[f"{name}/{key}"], r1[f"{name}/{key}"])
+    # one process on the whole data: the kernel path (the distributed step's), or with the same
+    # grad_blocks for reduction="fixed"
+    fixed = SCENARIOS[name].get("reduction") == "fixed"
+    net, history = run(name) if fixed else run(name, fused=False)
+    ref = [x for W, b in zip(net.weights, net.biases) for x in (W, b)]
+    got = [r0[f"{name}/{p}{l}"] for l in range(len(net.weights)) for p in "Wb"]
+    for g, r in zip(got, ref):
+        if fixed:
+            assert np.array_equal(g, r), "reduction='fixed' must be bit-identical"
+        else:
+            np.testing.assert_allclose(g, r, rtol=1e-12, atol=1e-12 * np.abs(r).max())
+    np.testing.assert_allclose(r0[f"{name}/loss"], history.loss, rtol=1e-12)
+    if history.val_loss:
+        np.testing.assert_allclose(r0[f"{name}/val_loss"], history.val_loss, rtol=1e-12)
+    stopped = -1 if history.stopped_epoch is None else history.stopped_epoch
+    assert int(r0[f"{name}/stopped"]) == stopped
+    if name == "early_stopping":
+        assert stopped > 0, "the scenario must stop early"
+
+
+def test_fixed_blocks_independent_of_rank_count():
+    """grad_blocks=B on one process is B blocks whatever the ranks; B=1 is the plain fit."""
+    a, _ = run("adam", reduction="fixed", grad_blocks=1)
+    b, _ = run("adam", fused=False)
+    assert all(np.array_equal(x, y) for x, y in zip(a.weights + a.biases, b.weights + b.biases))
+    c, _ = run("adam", reduction="fixed", grad_blocks=4)
+    np.testing.assert_allclose(c.weights[0], b.weights[0], rtol=1e-12, atol=1e-14)
+
+
+def test_a_rank_that_raises_stops_every_rank(tmp_path):
+    proc, seconds = mpirun(tmp_path, "raise", timeout=30)
+    assert proc.returncode != 0
+    assert "rank 1 fails on purpose in epoch 2" in proc.stderr
+    assert "rank 1 of 2 failed in distributed fit" in proc.stderr
+    assert "fit returned" not in proc.stdout
+    assert seconds < 20
+
+
+def test_bad_input_on_one_rank_fails_every_rank(tmp_path):
+    proc, seconds = mpirun(tmp_path, "bad_input", timeout=30)
+    assert proc.returncode != 0
+    for rank in (0, 1):
+        assert f"rank {rank} raised" in proc.stdout, proc.stdout + proc.stderr
+    # rank 0 names the rank that failed and why; rank 1 raises its own error
+    assert "rank 0 raised DistributedError" in proc.stdout
+    assert "rank 1: ValueError: Y has 2 columns" in proc.stdout
+    assert "rank 1 raised ValueError: Y has 2 columns" in proc.stdout
+    assert seconds < 20
