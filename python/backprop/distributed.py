@@ -163,8 +163,11 @@ def _agree(comm, error, record):
 # ---- the array module of a backend's arrays, and moving them ----------------------------------
 
 def _xp(array):
-    if type(array).__module__.split(".")[0] == "cupy":
-        import cupy
+    """numpy, or CuPy for a CuPy array (whatever module ``import cupy`` gave)."""
+    if isinstance(array, np.ndarray):
+        return np
+    cupy = sys.modules.get("cupy")
+    if cupy is not None and isinstance(array, cupy.ndarray):
         return cupy
     return np
 
@@ -321,18 +324,16 @@ class Distributed:
             return
         params = net.params
         xp = _xp(params[0])
-        flat = xp.concatenate([p.reshape(-1) for p in params])
-        transport = _Transport(self.comm, xp, flat.dtype, self.transport_kind)
-        if xp is not np:
-            transport._sync()
-            host = xp.asnumpy(flat)
-            self.comm.Bcast([host, _mpi_dtype(flat.dtype)], root=0)
-            flat.set(host)
-        else:
-            self.comm.Bcast([flat, _mpi_dtype(flat.dtype)], root=0)
+        if xp is np:
+            flat = np.concatenate([p.reshape(-1) for p in params])
+        else:  # a device model: through host memory (once per fit)
+            xp.cuda.get_current_stream().synchronize()
+            flat = np.concatenate([xp.asnumpy(p).reshape(-1) for p in params])
+        self.comm.Bcast([flat, _mpi_dtype(flat.dtype)], root=0)
         o = 0
         for p in params:
-            p[...] = flat[o:o + p.size].reshape(p.shape)
+            p[...] = flat[o:o + p.size].reshape(p.shape) if xp is np else xp.asarray(
+                flat[o:o + p.size].reshape(p.shape))
             o += p.size
 
     def _buffers(self, net):
@@ -355,7 +356,10 @@ class Distributed:
         o = 0
         for g in self.grads:
             view = out[o:o + g.size].reshape(g.shape)
-            self.xp.multiply(g, scale, out=view)
+            if self.xp is np:
+                np.multiply(g, scale, out=view)
+            else:
+                view[...] = g * scale
             o += g.size
         out[o] = value * scale if scale != 1.0 else value
 

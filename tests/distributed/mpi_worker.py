@@ -12,6 +12,9 @@ import numpy as np
 from mpi4py import MPI
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
+from tests.cuda_emu import install_if_requested  # noqa: E402
+
+install_if_requested()  # BACKPROP_TEST_CUDA_EMULATOR=1: "cuda" is the CPU emulator
 from tests.distributed.scenarios import SCENARIOS, run  # noqa: E402
 
 comm = MPI.COMM_WORLD

@@ -28,11 +28,20 @@ SCENARIOS = {
     "cpu": dict(loss="mse", optimizer="adam", lr=1e-2, epochs=4, batch_size=8, backend="cpu"),
 }
 
+# the cuda backend's kernels under the CPU emulator (tests/cuda_emu), host-staged transport
+EMULATED = {
+    "cuda_adam": dict(loss="mse", optimizer="adam", lr=1e-2, epochs=3, batch_size=8,
+                      backend="cuda", dropout=0.2),
+    "cuda_fixed": dict(loss="cross_entropy", optimizer="sgd", lr=0.05, epochs=3, batch_size=16,
+                       backend="cuda", reduction="fixed", grad_blocks=2),
+}
+ALL = dict(SCENARIOS, **EMULATED)
+
 
 def data(name):
     rng = np.random.default_rng(7)
     X = rng.normal(size=(N, P0))
-    loss = SCENARIOS[name]["loss"]
+    loss = ALL[name]["loss"]
     if loss == "cross_entropy":
         Y = rng.integers(0, K, size=N)
     elif loss == "bce":
@@ -49,7 +58,7 @@ def run(name, comm=None, rank=0, size=1, **extra):
     from backprop.optim import SGD
     from backprop.train import fit
 
-    options = dict(SCENARIOS[name], **extra)
+    options = dict(ALL[name], **extra)
     backend = options.pop("backend", "numpy")
     opt = options.pop("optimizer")
     if isinstance(opt, dict):

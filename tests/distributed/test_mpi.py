@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pytest
 
-from .scenarios import SCENARIOS, run
+from .scenarios import EMULATED, SCENARIOS, run
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -42,13 +42,14 @@ def _env():
     return env
 
 
-def mpirun(tmp, mode, n=2, timeout=60):
+def mpirun(tmp, mode, n=2, timeout=60, args=(), env=None):
     exe, why = _mpiexec()
     if exe is None:
         pytest.skip(why)
     start = time.monotonic()
-    proc = subprocess.run([exe, "-n", str(n), sys.executable, WORKER, str(tmp), mode],
-                          capture_output=True, text=True, timeout=timeout, env=_env())
+    proc = subprocess.run([exe, "-n", str(n), sys.executable, WORKER, str(tmp), mode, *args],
+                          capture_output=True, text=True, timeout=timeout,
+                          env=dict(_env(), **(env or {})))
     return proc, time.monotonic() - start
 
 
@@ -127,3 +128,26 @@ def test_bad_input_on_one_rank_fails_every_rank(tmp_path):
     assert "rank 1: ValueError: Y has 2 columns" in proc.stdout
     assert "rank 1 raised ValueError: Y has 2 columns" in proc.stdout
     assert seconds < 20
+
+
+def test_cuda_backend_under_the_emulator(tmp_path):
+    """The cuda backend's kernels (CPU emulator, tests/cuda_emu) on 2 ranks: the CuPy-array
+    path of backprop.distributed with the host-staged transport (no GPU, no NCCL here)."""
+    import shutil as _shutil
+    if _shutil.which("g++") is None:
+        pytest.skip("the cuda emulator needs g++")
+    names = list(EMULATED)
+    proc, _ = mpirun(tmp_path, "scenarios", args=[",".join(names)], timeout=120,
+                     env={"BACKPROP_TEST_CUDA_EMULATOR": "1"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    r0, r1 = (np.load(tmp_path / f"rank{r}.npz") for r in range(2))
+    for name in names:
+        for a, b in zip(_params(r0, name), _params(r1, name)):
+            assert np.array_equal(a, b)
+        # the same run on numpy (the reference backend), one process
+        options = {} if EMULATED[name].get("reduction") == "fixed" else {"fused": False}
+        net, _ = run(name, backend="numpy", **options)
+        got = [r0[f"{name}/{p}{l}"] for l in range(len(net.weights)) for p in "Wb"]
+        ref = [x for W, b in zip(net.weights, net.biases) for x in (W, b)]
+        for g, r in zip(got, ref):
+            np.testing.assert_allclose(g, r, rtol=1e-10, atol=1e-12)
