@@ -545,6 +545,8 @@ class Distributed:
 
 def signature(net, trainer, loss, epochs, batch_size, shuffle, seed, lr_schedule, early_stopping):
     """What must be the same on every rank (compared in the agreement)."""
+    if hasattr(early_stopping, "__dict__"):  # an EarlyStopping: its options, not its address
+        early_stopping = sorted(vars(early_stopping).items())
     return repr((tuple(net.layers), str(net.dtype), net.backend.name, loss, repr(trainer.optimizer),
                  trainer.l1, trainer.l2, tuple(trainer.dropout), epochs, batch_size, bool(shuffle),
                  seed, lr_schedule is not None, repr(early_stopping),

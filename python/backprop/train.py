@@ -424,6 +424,10 @@ def fit(net, X, Y, loss="mse", optimizer="adam", lr=1e-3, epochs=100, batch_size
     if trainer.dist is not None:
         shard = _checks.check_name("shard", shard, ("take", "given"))
         verbose = verbose and trainer.dist.rank == 0  # progress and logs from rank 0 only
+        if standardize and shard == "given" and trainer.dist.size > 1:
+            raise ValueError("standardize=True with shard='given' would fit different statistics "
+                             "on every rank: standardize with global statistics before fit, or "
+                             "use shard='take'")
     if trainer.optimizer.full_batch and batch_size is not None:
         raise ValueError("optimizer 'gd' is full-batch gradient descent: leave batch_size=None "
                          "or use 'sgd' for minibatches")

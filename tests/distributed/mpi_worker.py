@@ -32,6 +32,11 @@ if mode == "scenarios":
         saved[f"{name}/val_loss"] = np.asarray(history.val_loss)
         saved[f"{name}/stopped"] = np.asarray(-1 if history.stopped_epoch is None
                                               else history.stopped_epoch)
+    if len(sys.argv) <= 3:
+        from tests.distributed.scenarios import run_trainer
+        net = run_trainer(comm, rank, size)
+        for l, (W, b) in enumerate(zip(net.weights, net.biases)):
+            saved[f"trainer/W{l}"], saved[f"trainer/b{l}"] = W, b
     np.savez(os.path.join(out, f"rank{rank}.npz"), **saved)
 elif mode == "raise":
     def schedule(epoch):

@@ -25,6 +25,8 @@ SCENARIOS = {
                   reduction="fixed", grad_blocks=4, dropout=0.2),
     "fixed_sse": dict(loss="sse", optimizer="sgd", lr=1e-3, epochs=4, batch_size=16,
                       reduction="fixed", grad_blocks=2, l1=1e-3),
+    "standardize": dict(loss="mse", optimizer="adam", lr=1e-2, epochs=3, batch_size=8,
+                        standardize=True, validation=True, early_stopping={"patience": 50}),
     "cpu": dict(loss="mse", optimizer="adam", lr=1e-2, epochs=4, batch_size=8, backend="cpu"),
 }
 
@@ -80,3 +82,24 @@ def run(name, comm=None, rank=0, size=1, **extra):
     history = fit(net, X, Y, optimizer=opt, seed=5, comm=comm,
                      validation_data=val if validation else None, **options)
     return net, history
+
+
+def run_trainer(comm=None, rank=0, size=1):
+    """Trainer used directly: two epochs (one shuffled) on this rank's contiguous rows, then one
+    step on this rank's part of a batch. Returns the model."""
+    import backprop as bp
+    from backprop.train import Trainer
+
+    X, Y, _ = data("adam")
+    lo, hi = N * rank // size, N * (rank + 1) // size
+    net = bp.MLP([P0, 16, 16, K], activation="tanh", dtype="float64", seed=11 + rank)
+    if comm is None:
+        trainer = Trainer(net, "mse", "adam", lr=1e-2, fused=False)
+    else:
+        trainer = Trainer(net, "mse", "adam", lr=1e-2, comm=comm)
+    mine = slice(lo, hi)
+    trainer.epoch(X[mine], Y[mine], 8)
+    trainer.epoch(X[mine], Y[mine], 8, order=np.random.default_rng(3).permutation(N))
+    b_lo, b_hi = 20 * rank // size, 20 * (rank + 1) // size  # the batch: global rows 0..19
+    trainer.step(X[b_lo:b_hi], Y[b_lo:b_hi])
+    return net

@@ -100,6 +100,19 @@ def test_two_ranks_equal_one_process(ranks, name):
         assert stopped > 0, "the scenario must stop early"
 
 
+def test_trainer_with_comm(ranks):
+    """Trainer.epoch / Trainer.step on each rank's rows: the single-process Trainer's steps
+    (parameters from rank 0, whose seed is the single process's)."""
+    from .scenarios import run_trainer
+    r0, r1 = ranks
+    for a, b in zip(_params(r0, "trainer"), _params(r1, "trainer")):
+        assert np.array_equal(a, b)
+    net = run_trainer()
+    for l, (W, b) in enumerate(zip(net.weights, net.biases)):
+        np.testing.assert_allclose(r0[f"trainer/W{l}"], W, rtol=1e-12, atol=1e-13)
+        np.testing.assert_allclose(r0[f"trainer/b{l}"], b, rtol=1e-12, atol=1e-13)
+
+
 def test_fixed_blocks_independent_of_rank_count():
     """grad_blocks=B on one process is B blocks whatever the ranks; B=1 is the plain fit."""
     a, _ = run("adam", reduction="fixed", grad_blocks=1)
