@@ -24,8 +24,8 @@ history = fit(net, X, Y, loss="mse", optimizer="adam", lr=1e-2, epochs=30, batch
               verbose=True)
 
 # every rank holds the same parameters; only rank 0 writes
-same = comm.allreduce(float(np.abs(net.weights[0]).sum()), op=MPI.MAX) == float(
-    np.abs(net.weights[0]).sum())
+checksum = float(np.abs(net.weights[0]).sum())
+same = comm.allreduce(checksum, op=MPI.MIN) == comm.allreduce(checksum, op=MPI.MAX)
 if rank == 0:
     print(f"{comm.Get_size()} ranks, {history.epochs} epochs: loss {history.loss[-1]:.3e}, "
           f"val_loss {history.val_loss[-1]:.3e}; ranks agree: {same}")
