@@ -112,6 +112,11 @@ class Trainer:
 
     X and Y are arrays of the model's backend (checked by the caller). The step is the kernel
     sequence of this module's docstring, or the backend's fused path (see ``fused``).
+
+    With ``comm`` (an MPI communicator; backprop.distributed) ``step`` and ``epoch`` take this
+    rank's rows (of the batch; of the data, whose global rows are the ranks' rows in rank order),
+    the gradient is reduced over the ranks between the gradient and the update, and the step
+    runs on the kernel path; ``reduction``, ``grad_blocks`` and ``transport`` as in ``fit``.
     """
 
     def __init__(self, net, loss=None, optimizer="adam", lr=None, l1=0.0, l2=0.0, dropout=0.0,

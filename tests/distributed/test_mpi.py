@@ -181,3 +181,18 @@ def test_cuda_backend_under_the_emulator(tmp_path):
         ref = [x for W, b in zip(net.weights, net.biases) for x in (W, b)]
         for g, r in zip(got, ref):
             np.testing.assert_allclose(g, r, rtol=1e-10, atol=1e-12)
+
+
+def test_bench_distributed_runs_on_two_ranks():
+    exe, why = _mpiexec()
+    if exe is None:
+        pytest.skip(why)
+    why = _mpi_starts(exe)
+    if why is not None:
+        pytest.skip(why)
+    proc = subprocess.run([exe, "-n", "2", sys.executable, "-m", "backprop", "bench",
+                           "--distributed", "--quick", "--configs", "small", "--repeat", "1"],
+                          capture_output=True, text=True, timeout=60, env=_env())
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "small  ranks=2" in proc.stdout and "predicted P=512" in proc.stdout
+    assert proc.stdout.count("ranks=2") == 1  # printed by rank 0 only
