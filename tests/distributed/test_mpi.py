@@ -196,3 +196,16 @@ def test_bench_distributed_runs_on_two_ranks():
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "small  ranks=2" in proc.stdout and "predicted P=512" in proc.stdout
     assert proc.stdout.count("ranks=2") == 1  # printed by rank 0 only
+
+
+def test_fixed_reduction_on_three_ranks(tmp_path):
+    """reduction='fixed' with 4 blocks on 3 ranks (1, 1 and 2 blocks each): the bits of one
+    process with grad_blocks=4, as on 2 ranks."""
+    proc, _ = mpirun(tmp_path, "scenarios", n=3, args=["fixed"])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    saved = [np.load(tmp_path / f"rank{r}.npz") for r in range(3)]
+    net, _ = run("fixed")
+    ref = [x for W, b in zip(net.weights, net.biases) for x in (W, b)]
+    for s in saved:
+        got = [s[f"fixed/{p}{l}"] for l in range(len(net.weights)) for p in "Wb"]
+        assert all(np.array_equal(g, r) for g, r in zip(got, ref))
