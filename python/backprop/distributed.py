@@ -287,24 +287,34 @@ class Distributed:
 
     def take_range(self, n):
         """Rows [lo, hi) of n global rows that this rank takes (shard='take')."""
-        if self.reduction == "fixed":
-            bb = _bounds(n, self.blocks)
-            k0, k1 = self.owned_blocks()
-            return bb[k0], bb[k1]
-        b = _bounds(n, self.size)
-        return b[self.rank], b[self.rank + 1]
+        return self._take_range_of(self.rank, n)
 
-    def set_layout(self, n_global, lo, n_local):
-        self.n_global, self.lo, self.n_local = int(n_global), int(lo), int(n_local)
+    def _take_range_of(self, r, n):
+        if self.reduction == "fixed":  # whole blocks
+            bb = _bounds(n, self.blocks)
+            B, P = self.blocks, self.size
+            return bb[B * r // P], bb[B * (r + 1) // P]
+        b = _bounds(n, self.size)
+        return b[r], b[r + 1]
+
+    def set_layout(self, counts):
+        """The global rows are the ranks' rows in rank order (counts: rows per rank). With
+        reduction='fixed' every rank must hold whole blocks; checked for every rank from the
+        counts that every rank knows, so every rank raises the same error together."""
+        counts = [int(c) for c in counts]
+        self.n_global, self.lo, self.n_local = sum(counts), sum(counts[:self.rank]), counts[self.rank]
         if self.reduction == "fixed":
             bb = _bounds(self.n_global, self.blocks)
-            k0, k1 = self.owned_blocks()
-            if bb[k0] != self.lo or bb[k1] != self.lo + self.n_local:
-                raise ValueError(
-                    f"reduction='fixed': rank {self.rank} holds global rows [{self.lo}, "
-                    f"{self.lo + self.n_local}) but must hold the whole blocks {k0}..{k1 - 1}, rows "
-                    f"[{bb[k0]}, {bb[k1]}) of {self.n_global} rows in {self.blocks} blocks "
-                    "(use shard='take', or give each rank those rows)")
+            B, P = self.blocks, self.size
+            for r in range(P):
+                k0, k1 = B * r // P, B * (r + 1) // P
+                lo = sum(counts[:r])
+                if bb[k0] != lo or bb[k1] != lo + counts[r]:
+                    raise DistributedError(
+                        f"reduction='fixed': rank {r} holds global rows [{lo}, {lo + counts[r]}) "
+                        f"but must hold the whole blocks {k0}..{k1 - 1}, rows [{bb[k0]}, {bb[k1]}) "
+                        f"of {self.n_global} rows in {B} blocks (use shard='take', or give each "
+                        "rank those rows)")
             self.block_bounds = np.asarray(bb, np.int64)
 
     # -- start: parameters from rank 0 --
@@ -503,20 +513,16 @@ class Distributed:
                 raise DistributedError(
                     "distributed fit stopped before training: shard='take' needs the same data "
                     f"on every rank; the ranks hold {counts} rows (validation: {val_counts})")
+            self.set_layout([hi - lo for lo, hi in (self._take_range_of(r, counts[0])
+                                                    for r in range(self.size))])
             lo, hi = self.take_range(counts[0])
-            self.set_layout(counts[0], lo, hi - lo)
             X, Y = X[lo:hi], Y[lo:hi]
             if X_val is not None:
                 b = _bounds(n_val, self.size)
                 X_val, Y_val = X_val[b[self.rank]:b[self.rank + 1]], Y_val[b[self.rank]:b[self.rank + 1]]
                 self.val_layout = (b[self.rank + 1] - b[self.rank], n_val)
         else:
-            try:
-                self.set_layout(sum(counts), sum(counts[:self.rank]), counts[self.rank])
-                error = None
-            except ValueError as exc:
-                error = _error_record(exc)
-            _agree(self.comm, error, None)
+            self.set_layout(counts)
             if X_val is not None:
                 self.val_layout = (n_val, sum(val_counts))
         self.broadcast_params(net)
@@ -530,7 +536,7 @@ class Distributed:
         if not self.started:
             self.broadcast_params(net)
             self.started = True
-        self.set_layout(sum(counts), sum(counts[:self.rank]), counts[self.rank])
+        self.set_layout(counts)
 
 
 def signature(net, trainer, loss, epochs, batch_size, shuffle, seed, lr_schedule, early_stopping):

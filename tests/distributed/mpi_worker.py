@@ -3,6 +3,7 @@
 MODE "scenarios": every scenario of scenarios.py, parameters and history saved per rank.
 MODE "raise": rank 1 raises in the middle of fit (every rank must exit, non-zero, quickly).
 MODE "bad_input": rank 1 passes targets of the wrong width (every rank must raise the message).
+MODE "misaligned": reduction="fixed" with shards that cut a block (every rank must raise).
 """
 
 import os
@@ -53,6 +54,17 @@ elif mode == "bad_input":
     try:
         from backprop.train import fit
         fit(net, X, Y, epochs=2, comm=comm, shard="given")
+    except Exception as exc:
+        print(f"rank {rank} raised {type(exc).__name__}: {exc}", flush=True)
+        sys.exit(3)
+elif mode == "misaligned":
+    import backprop as bp
+    from backprop.train import fit
+    n = 3 if rank == 0 else 7
+    net = bp.MLP([4, 8, 3], dtype="float64", seed=0)
+    try:
+        fit(net, np.zeros((n, 4)), np.zeros((n, 3)), epochs=2, comm=comm, shard="given",
+            reduction="fixed", grad_blocks=2)
     except Exception as exc:
         print(f"rank {rank} raised {type(exc).__name__}: {exc}", flush=True)
         sys.exit(3)

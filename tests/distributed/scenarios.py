@@ -23,6 +23,8 @@ SCENARIOS = {
     "given": dict(loss="mse", optimizer="adam", lr=1e-2, epochs=4, batch_size=8, shard="given"),
     "fixed": dict(loss="mse", optimizer="adam", lr=1e-2, epochs=4, batch_size=8,
                   reduction="fixed", grad_blocks=4, dropout=0.2),
+    "fixed_given": dict(loss="bce", optimizer="adam", lr=1e-2, epochs=3, batch_size=8,
+                        reduction="fixed", grad_blocks=2, shard="given"),
     "fixed_sse": dict(loss="sse", optimizer="sgd", lr=1e-3, epochs=4, batch_size=16,
                       reduction="fixed", grad_blocks=2, l1=1e-3),
     "standardize": dict(loss="mse", optimizer="adam", lr=1e-2, epochs=3, batch_size=8,

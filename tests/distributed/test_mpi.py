@@ -209,3 +209,12 @@ def test_fixed_reduction_on_three_ranks(tmp_path):
     for s in saved:
         got = [s[f"fixed/{p}{l}"] for l in range(len(net.weights)) for p in "Wb"]
         assert all(np.array_equal(g, r) for g, r in zip(got, ref))
+
+
+def test_fixed_shards_must_hold_whole_blocks(tmp_path):
+    proc, _ = mpirun(tmp_path, "misaligned", timeout=30)
+    assert proc.returncode != 0
+    for rank in (0, 1):
+        assert (f"rank {rank} raised DistributedError: reduction='fixed': rank 0 holds global "
+                "rows [0, 3) but must hold the whole blocks 0..0, rows [0, 5)") in proc.stdout, \
+            proc.stdout + proc.stderr
