@@ -16,6 +16,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
 from tests.cuda_emu import install_if_requested  # noqa: E402
 
 install_if_requested()  # BACKPROP_TEST_CUDA_EMULATOR=1: "cuda" is the CPU emulator
+if os.environ.get("BACKPROP_TEST_FAKE_NCCL") == "1":  # and NCCL an MPI stand-in
+    from tests.distributed import fakenccl
+    fakenccl.install()
 from tests.distributed.scenarios import SCENARIOS, run  # noqa: E402
 
 comm = MPI.COMM_WORLD
@@ -39,6 +42,8 @@ if mode == "scenarios":
         for l, (W, b) in enumerate(zip(net.weights, net.biases)):
             saved[f"trainer/W{l}"], saved[f"trainer/b{l}"] = W, b
     np.savez(os.path.join(out, f"rank{rank}.npz"), **saved)
+    if os.environ.get("BACKPROP_TEST_FAKE_NCCL") == "1":
+        print(f"rank {rank}: nccl allReduce calls: {fakenccl.calls['allReduce']}", flush=True)
 elif mode == "raise":
     def schedule(epoch):
         if rank == 1 and epoch == 2:

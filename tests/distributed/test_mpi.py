@@ -160,16 +160,24 @@ def test_bad_input_on_one_rank_fails_every_rank(tmp_path):
     assert seconds < 20
 
 
-def test_cuda_backend_under_the_emulator(tmp_path):
+@pytest.mark.parametrize("transport", ["host", "nccl"])
+def test_cuda_backend_under_the_emulator(tmp_path, transport):
     """The cuda backend's kernels (CPU emulator, tests/cuda_emu) on 2 ranks: the CuPy-array
-    path of backprop.distributed with the host-staged transport (no GPU, no NCCL here)."""
+    path of backprop.distributed with the host-staged transport, and with the NCCL path over
+    an MPI stand-in for cupy.cuda.nccl (tests/distributed/fakenccl.py; no GPU here)."""
     import shutil as _shutil
     if _shutil.which("g++") is None:
         pytest.skip("the cuda emulator needs g++")
     names = list(EMULATED)
-    proc, _ = mpirun(tmp_path, "scenarios", args=[",".join(names)], timeout=120,
-                     env={"BACKPROP_TEST_CUDA_EMULATOR": "1"})
+    env = {"BACKPROP_TEST_CUDA_EMULATOR": "1"}
+    if transport == "nccl":
+        env["BACKPROP_TEST_FAKE_NCCL"] = "1"
+    proc, _ = mpirun(tmp_path, "scenarios", args=[",".join(names)], timeout=120, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    if transport == "nccl":  # the "sum" scenario's steps went through NCCL's allReduce
+        steps = 3 * -(-53 // 8)
+        for rank in (0, 1):
+            assert f"rank {rank}: nccl allReduce calls: {steps}" in proc.stdout, proc.stdout
     r0, r1 = (np.load(tmp_path / f"rank{r}.npz") for r in range(2))
     for name in names:
         for a, b in zip(_params(r0, name), _params(r1, name)):
