@@ -279,6 +279,11 @@ class Distributed:
         self.transport = None
         self.reduce_seconds = 0.0  # time spent in the step's collective (bench)
 
+    @property
+    def root(self):
+        """Whether this is rank 0, the rank that saves, writes checkpoints and logs."""
+        return self.rank == 0
+
     # -- layout --
     def owned_blocks(self):
         """The blocks [k0, k1) this rank holds (reduction='fixed')."""

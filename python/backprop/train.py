@@ -542,7 +542,7 @@ def _train(net, trainer, X_dev, Y_dev, X_val, Y_val, loss, batch_size, shuffle, 
         if epoch % 10 == 0:
             last_good = _snapshot(net)  # finite: checked above
         # checkpoints/saves written from here must come from rank 0 only with comm (every rank
-        # holds the same parameters): trainer.dist is None or trainer.dist.rank == 0
+        # holds the same parameters): write when trainer.dist is None or trainer.dist.root
         if stopper is not None:
             val = history.val_loss[-1]
             if best[1] is None or val < best[0] - stopper.min_delta:
