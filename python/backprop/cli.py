@@ -43,6 +43,13 @@ def _check_writable(path, option):
 
 
 def cmd_bench(args):
+    if args.distributed:  # under mpiexec: data-parallel steps (backprop.bench_distributed)
+        from . import bench_distributed
+        configs = _names(args.configs if args.configs != ",".join(bench.CONFIGS) else "mnist,wide",
+                         tuple(bench.CONFIGS), "configuration", "configurations")
+        backend = (args.backends or "cpu").split(",")[0]
+        return bench_distributed.main(configs, backend, args.dtype, steps=3 if args.quick else 10,
+                                      repeat=min(args.repeat, 3) if args.quick else args.repeat)
     configs = _names(args.configs, tuple(bench.CONFIGS), "configuration", "configurations")
     backends = (_names(args.backends, BACKENDS, "backend", "backends")
                 if args.backends is not None else None)
@@ -133,6 +140,9 @@ def build_parser():
     b.add_argument("--torch", action="store_true", help="add PyTorch rows (same weights) when installed")
     b.add_argument("--peak", type=float, default=None, metavar="GFLOPS",
                    help="the machine's peak GFLOP/s, to print %% of peak")
+    b.add_argument("--distributed", action="store_true",
+                   help="under mpiexec -n P: data-parallel steps per second and the allreduce's "
+                        "share (default configs mnist,wide; backend cpu)")
     b.set_defaults(func=cmd_bench)
 
     d = sub.add_parser("demo", help="fit Raissi's x sin(4πx) example and print the test error")

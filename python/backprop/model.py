@@ -366,7 +366,10 @@ class MLP:
     # ---- files ------------------------------------------------------------------------
 
     def save(self, path):
-        """Writes the model to ``path`` (.npz) atomically: a temporary file renamed into place."""
+        """Writes the model to ``path`` (.npz) atomically: a temporary file renamed into place.
+
+        After distributed training (fit(..., comm=...)) every rank holds the same parameters:
+        save on rank 0 only (``if comm.Get_rank() == 0: net.save(path)``), not on every rank."""
         header = {"format": FILE_FORMAT, "version": FILE_VERSION, **self.config()}
         arrays = {"header": np.array(json.dumps(header))}
         with self._lock:

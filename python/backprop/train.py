@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import _checks
+from .distributed import guard_fit
 from .optim import GD, SGD, Adam, get_optimizer
 
 
@@ -111,10 +112,16 @@ class Trainer:
 
     X and Y are arrays of the model's backend (checked by the caller). The step is the kernel
     sequence of this module's docstring, or the backend's fused path (see ``fused``).
+
+    With ``comm`` (an MPI communicator; backprop.distributed) ``step`` and ``epoch`` take this
+    rank's rows (of the batch; of the data, whose global rows are the ranks' rows in rank order),
+    the gradient is reduced over the ranks between the gradient and the update, and the step
+    runs on the kernel path; ``reduction``, ``grad_blocks`` and ``transport`` as in ``fit``.
     """
 
     def __init__(self, net, loss=None, optimizer="adam", lr=None, l1=0.0, l2=0.0, dropout=0.0,
-                 seed=None, fused=None, objective=None):
+                 seed=None, fused=None, objective=None, comm=None, reduction="sum",
+                 grad_blocks=None, transport="auto"):
         self.net = net
         if objective is not None and loss is not None:
             raise ValueError("Trainer: give a loss or an objective, not both")
@@ -140,6 +147,18 @@ class Trainer:
                 raise ValueError("dropout is not available with a callable loss or objective")
         self.rng = np.random.default_rng(seed)
         self.state = self.optimizer.state(net.backend, net.params)
+        # data-parallel (backprop.distributed): comm (MPI), or grad_blocks on one process; the
+        # step runs on the kernel path, which has the hook between gradients and update
+        self.dist = None
+        if comm is not None or grad_blocks is not None or reduction != "sum":
+            from .distributed import Distributed
+            if self.custom:
+                raise ValueError("comm/grad_blocks: a callable loss or objective is not supported")
+            if fused:
+                raise ValueError("fused=True: with comm or grad_blocks the step runs on the kernel "
+                                 "path (the fused step has no hook between gradient and update)")
+            fused = False
+            self.dist = Distributed(comm, reduction, grad_blocks, transport)
         self.fused = False if self.custom else self._fused_choice(fused)
         self._native = None
 
@@ -187,6 +206,12 @@ class Trainer:
         the parameters it had.
         """
         net = self.net
+        if self.dist is not None:  # X, Y: this rank's rows of the global batch, in rank order
+            with net._lock:
+                self.dist.start_given(net, X.shape[0])
+                n = X.shape[0]
+                return self.dist.step(self, X, Y, self.dist.lo + np.arange(n), self.dist.n_global,
+                                      self.dist.lo + np.arange(n))
         with net._lock:
             if self.custom:  # the Tensor layer: gradients into the model's buffers, then the update
                 from .objective import loss_objective, value_and_grads
@@ -241,6 +266,12 @@ class Trainer:
         """
         n = X.shape[0]
         batch_size = _count(batch_size, "batch_size", 1)
+        if self.dist is not None:  # X, Y: this rank's shard; order: of the global rows
+            if not getattr(self.dist, "in_fit", False):
+                self.dist.start_given(self.net, n)
+            if order is not None:
+                order = self._check_order(order, self.dist.n_global)
+            return self.dist.epoch(self, X, Y, batch_size, order)
         if order is not None:
             order = self._check_order(order, n)
         sizes = [min(batch_size, n - start) for start in range(0, n, batch_size)]
@@ -343,9 +374,11 @@ def _progress_bar(epochs):
     return tqdm(range(epochs), desc="fit", unit="epoch", **options)
 
 
+@guard_fit
 def fit(net, X, Y, loss="mse", optimizer="adam", lr=1e-3, epochs=100, batch_size=None,
         l1=0.0, l2=0.0, dropout=0.0, validation_data=None, early_stopping=None, shuffle=True,
-        verbose=False, lr_schedule=None, standardize=False, seed=None, fused=None):
+        verbose=False, lr_schedule=None, standardize=False, seed=None, fused=None, *,
+        comm=None, shard="take", reduction="sum", grad_blocks=None, transport="auto"):
     """Trains ``net`` on (X, Y) and returns a History.
 
     Training continues from the model's current parameters: calling fit again trains further
@@ -372,6 +405,14 @@ def fit(net, X, Y, loss="mse", optimizer="adam", lr=1e-3, epochs=100, batch_size
     fused: None runs each epoch on the backend's fused path when it has one and it covers the
         options (the cpu and cuda backends, no dropout); False forces the kernel-by-kernel path.
     verbose: show a progress bar (tqdm); to a file or pipe it writes a few lines, not one per epoch.
+    comm: an MPI communicator (mpi4py): data-parallel training, the same steps as one process on
+        the global data (README "More than one machine (MPI)", backprop.distributed).
+        shard="take": every rank passes the whole data and trains on its contiguous part;
+        "given": every rank passes its own rows (the global data is their concatenation in rank
+        order). reduction="sum" (one Allreduce per step) or "fixed" (bit-reproducible: per-block
+        partial gradients added in block order; grad_blocks blocks, default the number of ranks).
+        grad_blocks=B without comm: one process computing the same blocked sum. transport (cuda):
+        "auto", "mpi" (CUDA-aware), "nccl" or "host". Progress bars show on rank 0 only.
 
     Every argument is checked before the model changes: a call that raises on bad input leaves
     the model as it was. If the loss becomes NaN or infinite, or an update makes a parameter
@@ -383,7 +424,15 @@ def fit(net, X, Y, loss="mse", optimizer="adam", lr=1e-3, epochs=100, batch_size
     loss = loss if callable(loss) else _checks.check_loss(loss)
     epochs = _count(epochs, "epochs", 0)
     trainer = Trainer(net, loss, optimizer, lr=lr, l1=l1, l2=l2, dropout=dropout, seed=seed,
-                      fused=fused)
+                      fused=fused, comm=comm, reduction=reduction, grad_blocks=grad_blocks,
+                      transport=transport)
+    if trainer.dist is not None:
+        shard = _checks.check_name("shard", shard, ("take", "given"))
+        verbose = verbose and trainer.dist.rank == 0  # progress and logs from rank 0 only
+        if standardize and shard == "given" and trainer.dist.size > 1:
+            raise ValueError("standardize=True with shard='given' would fit different statistics "
+                             "on every rank: standardize with global statistics before fit, or "
+                             "use shard='take'")
     if trainer.optimizer.full_batch and batch_size is not None:
         raise ValueError("optimizer 'gd' is full-batch gradient descent: leave batch_size=None "
                          "or use 'sgd' for minibatches")
@@ -418,6 +467,15 @@ def fit(net, X, Y, loss="mse", optimizer="adam", lr=1e-3, epochs=100, batch_size
         if not params_finite():
             raise ValueError("the model's parameters contain NaN or Inf; set finite ones "
                              "(set_params) before fit")
+        if trainer.dist is not None:  # the first collective: agree, take shards, rank 0's params
+            from .distributed import signature
+            X_dev, Y_dev, X_val, Y_val, seed = trainer.dist.begin(
+                net, X_dev, Y_dev, X_val, Y_val, shard, signature(
+                    net, trainer, loss, epochs, batch_size, shuffle, seed, lr_schedule,
+                    early_stopping), seed)
+            trainer.rng = np.random.default_rng(seed)
+            trainer.dist.in_fit = True
+            n = trainer.dist.n_global
         batch_size = n if batch_size is None else min(batch_size, n)
         epoch_iter = _progress_bar(epochs) if verbose else range(epochs)
 
@@ -434,8 +492,8 @@ def fit(net, X, Y, loss="mse", optimizer="adam", lr=1e-3, epochs=100, batch_size
 
 def _train(net, trainer, X_dev, Y_dev, X_val, Y_val, loss, batch_size, shuffle, seed,
            lr_schedule, first_lr, stopper, epoch_iter, verbose, params_finite):
-    """fit's loop over epochs, on checked arrays of the backend."""
-    n = X_dev.shape[0]
+    """fit's loop over epochs, on checked arrays of the backend (with comm: this rank's rows)."""
+    n = X_dev.shape[0] if trainer.dist is None else trainer.dist.n_global
     order_rng = np.random.default_rng(seed)
     history = History()
     best = (math.inf, None, None)  # (val_loss, epoch, parameters)
@@ -470,14 +528,21 @@ def _train(net, trainer, X_dev, Y_dev, X_val, Y_val, loss, batch_size, shuffle, 
             history.val_loss.append(float(val))
             postfix["val_loss"] = f"{history.val_loss[-1]:.4g}"
         elif X_val is not None:
-            F_val = net.forward(X_val)
-            val, _ = net.backend.loss(loss, F_val, Y_val)
+            if trainer.dist is not None and trainer.dist.size > 1:  # the loss over every rank's rows
+                val = (net.backend.loss(loss, net.forward(X_val), Y_val)[0] if X_val.shape[0]
+                       else 0.0)
+                val = trainer.dist.reduce_loss(val, *trainer.dist.val_layout, loss)
+            else:
+                F_val = net.forward(X_val)
+                val, _ = net.backend.loss(loss, F_val, Y_val)
             history.val_loss.append(float(val))
             postfix["val_loss"] = f"{history.val_loss[-1]:.4g}"
         if verbose:
             epoch_iter.set_postfix(postfix, refresh=False)
         if epoch % 10 == 0:
             last_good = _snapshot(net)  # finite: checked above
+        # checkpoints/saves written from here must come from rank 0 only with comm (every rank
+        # holds the same parameters): write when trainer.dist is None or trainer.dist.root
         if stopper is not None:
             val = history.val_loss[-1]
             if best[1] is None or val < best[0] - stopper.min_delta:

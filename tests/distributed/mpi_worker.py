@@ -1,0 +1,75 @@
+"""Run under mpiexec by test_mpi.py: ``mpi_worker.py OUTDIR MODE``.
+
+MODE "scenarios": every scenario of scenarios.py, parameters and history saved per rank.
+MODE "raise": rank 1 raises in the middle of fit (every rank must exit, non-zero, quickly).
+MODE "bad_input": rank 1 passes targets of the wrong width (every rank must raise the message).
+MODE "misaligned": reduction="fixed" with shards that cut a block (every rank must raise).
+"""
+
+import os
+import sys
+
+import numpy as np
+from mpi4py import MPI
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
+from tests.cuda_emu import install_if_requested  # noqa: E402
+
+install_if_requested()  # BACKPROP_TEST_CUDA_EMULATOR=1: "cuda" is the CPU emulator
+if os.environ.get("BACKPROP_TEST_FAKE_NCCL") == "1":  # and NCCL an MPI stand-in
+    from tests.distributed import fakenccl
+    fakenccl.install()
+from tests.distributed.scenarios import SCENARIOS, run  # noqa: E402
+
+comm = MPI.COMM_WORLD
+rank, size = comm.Get_rank(), comm.Get_size()
+out, mode = sys.argv[1], sys.argv[2]
+
+if mode == "scenarios":
+    names = sys.argv[3].split(",") if len(sys.argv) > 3 else list(SCENARIOS)
+    saved = {}
+    for name in names:
+        net, history = run(name, comm=comm, rank=rank, size=size)
+        for l, (W, b) in enumerate(zip(net.weights, net.biases)):
+            saved[f"{name}/W{l}"], saved[f"{name}/b{l}"] = W, b
+        saved[f"{name}/loss"] = np.asarray(history.loss)
+        saved[f"{name}/val_loss"] = np.asarray(history.val_loss)
+        saved[f"{name}/stopped"] = np.asarray(-1 if history.stopped_epoch is None
+                                              else history.stopped_epoch)
+    if len(sys.argv) <= 3:
+        from tests.distributed.scenarios import run_trainer
+        net = run_trainer(comm, rank, size)
+        for l, (W, b) in enumerate(zip(net.weights, net.biases)):
+            saved[f"trainer/W{l}"], saved[f"trainer/b{l}"] = W, b
+    np.savez(os.path.join(out, f"rank{rank}.npz"), **saved)
+    if os.environ.get("BACKPROP_TEST_FAKE_NCCL") == "1":
+        print(f"rank {rank}: nccl allReduce calls: {fakenccl.calls['allReduce']}", flush=True)
+elif mode == "raise":
+    def schedule(epoch):
+        if rank == 1 and epoch == 2:
+            raise RuntimeError("rank 1 fails on purpose in epoch 2")
+        return 1e-2
+    run("adam", comm=comm, rank=rank, size=size, lr_schedule=schedule, epochs=1000)
+    print("fit returned", flush=True)
+elif mode == "bad_input":
+    import backprop as bp
+    X = np.zeros((10, 4))
+    Y = np.zeros((10, 3 if rank == 0 else 2))
+    net = bp.MLP([4, 8, 3], dtype="float64", seed=0)
+    try:
+        from backprop.train import fit
+        fit(net, X, Y, epochs=2, comm=comm, shard="given")
+    except Exception as exc:
+        print(f"rank {rank} raised {type(exc).__name__}: {exc}", flush=True)
+        sys.exit(3)
+elif mode == "misaligned":
+    import backprop as bp
+    from backprop.train import fit
+    n = 3 if rank == 0 else 7
+    net = bp.MLP([4, 8, 3], dtype="float64", seed=0)
+    try:
+        fit(net, np.zeros((n, 4)), np.zeros((n, 3)), epochs=2, comm=comm, shard="given",
+            reduction="fixed", grad_blocks=2)
+    except Exception as exc:
+        print(f"rank {rank} raised {type(exc).__name__}: {exc}", flush=True)
+        sys.exit(3)
