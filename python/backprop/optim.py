@@ -215,3 +215,6 @@ def cosine_decay(lr, epochs, final_lr=0.0):
     if epochs <= 0:
         raise ValueError(f"cosine_decay needs epochs > 0; got {epochs}")
     return lambda epoch: final_lr + 0.5 * (lr - final_lr) * (1 + math.cos(math.pi * min(epoch, epochs) / epochs))
+
+
+from .lbfgs import LBFGS  # noqa: E402  (L-BFGS, full batch; see backprop.lbfgs)
