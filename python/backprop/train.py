@@ -357,7 +357,8 @@ def fit(net, X, Y, loss="mse", optimizer="adam", lr=1e-3, epochs=100, batch_size
         loss(F, Y) -> scalar Tensor of the Tensors F = net(X_batch) and Y_batch (any float Y with
         one row per sample), run on the Tensor layer (backprop.objective).
     optimizer: "gd" (full batch), "sgd", "adam", or an object from ``backprop.optim``;
-        ``lr`` applies to a name (an object keeps its own).
+        ``lr`` applies to a name (an object keeps its own). "lbfgs" or a ``backprop.optim.LBFGS``
+        trains full batch with L-BFGS, one epoch per iteration (``backprop.lbfgs.fit_mlp``).
     epochs: passes over the data. batch_size: None means the full batch (one step per epoch).
     l1, l2: penalties on the weights, l1 Σ|W| + (l2/2) Σ W², added to the loss.
     dropout: inverted-dropout drop probability for the hidden layers (one number, or one per
@@ -379,6 +380,10 @@ def fit(net, X, Y, loss="mse", optimizer="adam", lr=1e-3, epochs=100, batch_size
     finite parameters (those of the step before, or the last finite ones it saw, at most 10
     epochs back).
     """
+    from .lbfgs import LBFGS, fit_mlp
+    if isinstance(optimizer, LBFGS) or optimizer == "lbfgs":  # full batch, backprop.lbfgs
+        return fit_mlp(net, X, Y, loss, optimizer, lr, epochs, l1, l2, validation_data,
+                       standardize, verbose)
     # ---- every check first: the model changes only after all of them passed ----------
     loss = loss if callable(loss) else _checks.check_loss(loss)
     epochs = _count(epochs, "epochs", 0)
