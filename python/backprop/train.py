@@ -114,8 +114,13 @@ class Trainer:
     """
 
     def __init__(self, net, loss=None, optimizer="adam", lr=None, l1=0.0, l2=0.0, dropout=0.0,
-                 seed=None, fused=None, objective=None):
+                 seed=None, fused=None, objective=None, clip_grad_norm=None, lr_at_step=None):
         self.net = net
+        # clip_grad_norm: the gradients' global norm is capped before every update (kernel
+        # path); lr_at_step: a callable step -> lr applied before every update
+        self.clip_grad_norm = (None if clip_grad_norm is None
+                               else _checks.check_rate(clip_grad_norm, "clip_grad_norm"))
+        self.lr_at_step = lr_at_step
         if objective is not None and loss is not None:
             raise ValueError("Trainer: give a loss or an objective, not both")
         if objective is not None and not callable(objective):
@@ -150,6 +155,8 @@ class Trainer:
             missing = f"backend {self.net.backend.name!r} has no fused training step"
         elif any(self.dropout):
             missing = "the fused training step has no dropout"
+        elif self.clip_grad_norm is not None:
+            missing = "the fused training step has no gradient clipping"
         elif type(self.optimizer) not in (GD, SGD, Adam):
             missing = f"the fused training step does not know optimizer {type(self.optimizer).__name__}"
         if fused is None:
@@ -194,9 +201,11 @@ class Trainer:
                 value = value_and_grads(net, fn, self.l1, self.l2)
                 if not math.isfinite(value):
                     raise NonFiniteLossError(f"the loss is {value}")
+                self._before_update()
                 self.state.apply(net.backend, net.params, net.grads)
                 return value
             if self.fused:  # forward, backward, penalty and update in one native call
+                self._before_update()
                 value = self.native().step(X, Y, self.optimizer.lr, self.state.step)
                 self._count_updates([value])
                 return value
@@ -204,8 +213,18 @@ class Trainer:
                                                masks=self.masks(X.shape[0])))
             if not math.isfinite(value):
                 raise NonFiniteLossError(f"the loss is {value}")
+            self._before_update()
             self.state.apply(net.backend, net.params, net.grads)
             return value
+
+    def _before_update(self):
+        """The per-step lr (``lr_at_step``) and gradient clipping, just before an update."""
+        if self.lr_at_step is not None:
+            self.optimizer.lr = _checks.check_rate(self.lr_at_step(self.state.step),
+                                                   "lr from lr_schedule")
+        if self.clip_grad_norm is not None and not self.fused:
+            from .optim import clip_grad_norm
+            clip_grad_norm(self.net.backend, self.net.grads, self.clip_grad_norm)
 
     def _count_updates(self, losses):
         """Adds the updates a fused call applied to the step count; raises on a non-finite loss.
@@ -246,7 +265,7 @@ class Trainer:
         sizes = [min(batch_size, n - start) for start in range(0, n, batch_size)]
         net = self.net
         with net._lock:
-            if self.fused:
+            if self.fused and self.lr_at_step is None:
                 try:
                     values = self.native().epoch(X, Y, batch_size, order, self.optimizer.lr,
                                                  self.state.step)
@@ -345,7 +364,8 @@ def _progress_bar(epochs):
 
 def fit(net, X, Y, loss="mse", optimizer="adam", lr=1e-3, epochs=100, batch_size=None,
         l1=0.0, l2=0.0, dropout=0.0, validation_data=None, early_stopping=None, shuffle=True,
-        verbose=False, lr_schedule=None, standardize=False, seed=None, fused=None):
+        verbose=False, lr_schedule=None, standardize=False, seed=None, fused=None,
+        lr_schedule_per="epoch", clip_grad_norm=None):
     """Trains ``net`` on (X, Y) and returns a History.
 
     Training continues from the model's current parameters: calling fit again trains further
@@ -366,7 +386,12 @@ def fit(net, X, Y, loss="mse", optimizer="adam", lr=1e-3, epochs=100, batch_size
     validation_data: (X_val, Y_val); its loss (no penalty, no dropout) is recorded per epoch.
     early_stopping: a patience in epochs, a dict of EarlyStopping's options or an EarlyStopping;
         needs validation_data; restores the parameters of the best epoch.
-    lr_schedule: callable epoch -> lr, called at the start of every epoch (see backprop.optim).
+    lr_schedule: callable epoch -> lr, called at the start of every epoch (see backprop.optim);
+        with ``lr_schedule_per="step"`` a callable step -> lr called before every update (step
+        counts the updates of this fit from 0). A ``backprop.optim.ReduceLROnPlateau`` starts
+        at the optimizer's lr and sees every epoch's (validation) loss.
+    clip_grad_norm: scale the gradients so that their global norm is at most this, before
+        every update (runs kernel by kernel).
     standardize: fit a Standardizer on X and attach it to the model (applied at predict too).
     shuffle: visit the rows in a new random order every epoch (each minibatch gathers its rows).
     seed: seeds shuffling and dropout masks.
@@ -387,8 +412,10 @@ def fit(net, X, Y, loss="mse", optimizer="adam", lr=1e-3, epochs=100, batch_size
     # ---- every check first: the model changes only after all of them passed ----------
     loss = loss if callable(loss) else _checks.check_loss(loss)
     epochs = _count(epochs, "epochs", 0)
+    lr_schedule_per = _checks.check_name("lr_schedule_per", lr_schedule_per, ("epoch", "step"))
     trainer = Trainer(net, loss, optimizer, lr=lr, l1=l1, l2=l2, dropout=dropout, seed=seed,
-                      fused=fused)
+                      fused=fused, clip_grad_norm=clip_grad_norm,
+                      lr_at_step=lr_schedule if lr_schedule_per == "step" else None)
     if trainer.optimizer.full_batch and batch_size is not None:
         raise ValueError("optimizer 'gd' is full-batch gradient descent: leave batch_size=None "
                          "or use 'sgd' for minibatches")
@@ -403,6 +430,8 @@ def fit(net, X, Y, loss="mse", optimizer="adam", lr=1e-3, epochs=100, batch_size
     if lr_schedule is not None and not callable(lr_schedule):
         raise TypeError("lr_schedule must be a callable epoch -> lr")
     first_lr = None
+    if hasattr(lr_schedule, "bind"):  # ReduceLROnPlateau: starts at the optimizer's lr
+        lr_schedule.bind(trainer.optimizer.lr)
     if lr_schedule is not None and epochs > 0:
         first_lr = _checks.check_rate(lr_schedule(0), "lr from lr_schedule")
 
@@ -446,7 +475,7 @@ def _train(net, trainer, X_dev, Y_dev, X_val, Y_val, loss, batch_size, shuffle, 
     best = (math.inf, None, None)  # (val_loss, epoch, parameters)
     last_good = _snapshot(net)  # finite: fit checked the parameters before training
     for epoch in epoch_iter:
-        if lr_schedule is not None:
+        if lr_schedule is not None and trainer.lr_at_step is None:
             trainer.optimizer.lr = first_lr if epoch == 0 else _checks.check_rate(
                 lr_schedule(epoch), "lr from lr_schedule")
         order = None
@@ -479,6 +508,8 @@ def _train(net, trainer, X_dev, Y_dev, X_val, Y_val, loss, batch_size, shuffle, 
             val, _ = net.backend.loss(loss, F_val, Y_val)
             history.val_loss.append(float(val))
             postfix["val_loss"] = f"{history.val_loss[-1]:.4g}"
+        if hasattr(lr_schedule, "observe"):  # ReduceLROnPlateau
+            lr_schedule.observe(history)
         if verbose:
             epoch_iter.set_postfix(postfix, refresh=False)
         if epoch % 10 == 0:
