@@ -380,6 +380,8 @@ class MLP:
     def save(self, path):
         """Writes the model to ``path`` (.npz) atomically: a temporary file renamed into place."""
         header = {"format": FILE_FORMAT, "version": FILE_VERSION, **self.config()}
+        if getattr(self, "metadata", None):  # a JSON-able dict (e.g. the CLI's column names)
+            header["metadata"] = self.metadata
         arrays = {"header": np.array(json.dumps(header))}
         with self._lock:
             weights, biases, standardizer = self.weights, self.biases, self.standardizer
@@ -501,6 +503,11 @@ class MLP:
                                                             read("standardizer_scale"))
             except (TypeError, ValueError) as exc:
                 raise damaged(str(exc)) from None
+        metadata = header.get("metadata")
+        if metadata is not None:
+            if not isinstance(metadata, dict):
+                raise damaged("header: metadata must be a JSON object")
+            net.metadata = metadata
         return net
 
 
