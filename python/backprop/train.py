@@ -365,7 +365,8 @@ def _progress_bar(epochs):
 def fit(net, X, Y, loss="mse", optimizer="adam", lr=1e-3, epochs=100, batch_size=None,
         l1=0.0, l2=0.0, dropout=0.0, validation_data=None, early_stopping=None, shuffle=True,
         verbose=False, lr_schedule=None, standardize=False, seed=None, fused=None,
-        lr_schedule_per="epoch", clip_grad_norm=None):
+        lr_schedule_per="epoch", clip_grad_norm=None, checkpoint=None, checkpoint_every=1,
+        resume=None):
     """Trains ``net`` on (X, Y) and returns a History.
 
     Training continues from the model's current parameters: calling fit again trains further
@@ -390,6 +391,10 @@ def fit(net, X, Y, loss="mse", optimizer="adam", lr=1e-3, epochs=100, batch_size
         with ``lr_schedule_per="step"`` a callable step -> lr called before every update (step
         counts the updates of this fit from 0). A ``backprop.optim.ReduceLROnPlateau`` starts
         at the optimizer's lr and sees every epoch's (validation) loss.
+    checkpoint, checkpoint_every: write the training state (backprop.checkpoint) to this
+        path, atomically, after every ``checkpoint_every`` epochs and after the last one.
+    resume: a checkpoint path: continue that run (same arguments) from the epoch after the
+        one it saved, to the same parameters, bit for bit, as the uninterrupted run.
     clip_grad_norm: scale the gradients so that their global norm is at most this, before
         every update (runs kernel by kernel).
     standardize: fit a Standardizer on X and attach it to the model (applied at predict too).
@@ -421,6 +426,8 @@ def fit(net, X, Y, loss="mse", optimizer="adam", lr=1e-3, epochs=100, batch_size
                          "or use 'sgd' for minibatches")
     if batch_size is not None:
         batch_size = _count(batch_size, "batch_size", 1)
+    if checkpoint is not None:
+        checkpoint_every = _count(checkpoint_every, "checkpoint_every", 1)
     stopper = EarlyStopping.make(early_stopping)
     if stopper is not None and validation_data is None:
         raise ValueError("early_stopping needs validation_data")
@@ -460,21 +467,32 @@ def fit(net, X, Y, loss="mse", optimizer="adam", lr=1e-3, epochs=100, batch_size
             net.standardizer = standardizer
         try:
             return _train(net, trainer, X_dev, Y_dev, X_val, Y_val, loss, batch_size, shuffle,
-                          seed, lr_schedule, first_lr, stopper, epoch_iter, verbose, params_finite)
+                          seed, lr_schedule, first_lr, stopper, epoch_iter, verbose, params_finite,
+                          (checkpoint, checkpoint_every, resume, epochs))
         finally:
             if verbose:
                 epoch_iter.close()
 
 
 def _train(net, trainer, X_dev, Y_dev, X_val, Y_val, loss, batch_size, shuffle, seed,
-           lr_schedule, first_lr, stopper, epoch_iter, verbose, params_finite):
+           lr_schedule, first_lr, stopper, epoch_iter, verbose, params_finite,
+           checkpointing=(None, 1, None, 0)):
     """fit's loop over epochs, on checked arrays of the backend."""
     n = X_dev.shape[0]
     order_rng = np.random.default_rng(seed)
     history = History()
     best = (math.inf, None, None)  # (val_loss, epoch, parameters)
+    checkpoint, checkpoint_every, resume, epochs = checkpointing
+    start_epoch = 0
+    if resume is not None:
+        from . import checkpoint as ckpt
+        start_epoch, saved_best = ckpt.restore(resume, net, trainer, order_rng, history,
+                                               lr_schedule)
+        best = saved_best if saved_best is not None else best
     last_good = _snapshot(net)  # finite: fit checked the parameters before training
     for epoch in epoch_iter:
+        if epoch < start_epoch:  # resumed: these ran before the checkpoint
+            continue
         if lr_schedule is not None and trainer.lr_at_step is None:
             trainer.optimizer.lr = first_lr if epoch == 0 else _checks.check_rate(
                 lr_schedule(epoch), "lr from lr_schedule")
@@ -521,6 +539,11 @@ def _train(net, trainer, X_dev, Y_dev, X_val, Y_val, loss, batch_size, shuffle, 
             elif epoch - best[1] >= stopper.patience:
                 history.stopped_epoch = epoch
                 break
+        if checkpoint is not None and ((epoch + 1) % checkpoint_every == 0
+                                       or epoch + 1 == epochs):
+            from . import checkpoint as ckpt
+            ckpt.save(checkpoint, net, trainer, order_rng, epoch, history,
+                      best if stopper is not None else None, lr_schedule)
     if stopper is not None and best[1] is not None:
         history.best_epoch = best[1]
         if stopper.restore_best:
