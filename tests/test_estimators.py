@@ -150,18 +150,27 @@ def test_warm_start_and_partial_fit():
     assert c.t_ == 100 and len(c.loss_curve_) == 2
 
 
-def test_feature_names_and_pipeline_gridsearch():
+def test_feature_names_from_a_dataframe():
     pd = pytest.importorskip("pandas")
+    X, y = _data(120)
+    df = pd.DataFrame(X, columns=list("abcd"))
+    m = MLPRegressor(hidden_layer_sizes=(8,), max_iter=5, random_state=0, backend=BACKEND)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        m.fit(df, y)
+    assert list(m.feature_names_in_) == list("abcd")
+    with pytest.warns(UserWarning, match="feature names"):
+        m.predict(X)
+
+
+def test_pipeline_gridsearch_cross_val_score():
     from sklearn.model_selection import GridSearchCV, cross_val_score
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
     X, y = _data(120)
-    df = pd.DataFrame(X, columns=list("abcd"))
     m = MLPRegressor(hidden_layer_sizes=(8,), max_iter=50, random_state=0, backend=BACKEND)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        m.fit(df, y)
-        assert list(m.feature_names_in_) == list("abcd")
         pipe = make_pipeline(StandardScaler(), clone(m))
         grid = GridSearchCV(pipe, {"mlpregressor__alpha": [1e-4, 1e-1]}, cv=2).fit(X, y)
         assert grid.best_params_["mlpregressor__alpha"] in (1e-4, 1e-1)

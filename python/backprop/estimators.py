@@ -78,7 +78,7 @@ def softmax_cross_entropy(F, Y, w, G):
 def logistic(F, Y, w, G):
     """One logistic output: -Σ w_i [y log σ(z) + (1-y) log(1-σ(z))]; G = w (σ(z) - y)."""
     xp = _xp(F)
-    P = 1.0 / (1.0 + xp.exp(-F))
+    P = 0.5 * (1.0 + xp.tanh(0.5 * F))  # σ(z), without overflow
     G[...] = (P - Y) * w[:, None]
     # softplus(z) - y z, computed without overflow
     terms = xp.maximum(F, 0) + xp.log1p(xp.exp(-xp.abs(F))) - Y * F
@@ -642,7 +642,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         """Class probabilities, shape (n, n_classes), columns in the order of ``classes_``."""
         F = self._raw(X)
         if F.shape[1] == 1:
-            return np.hstack([1.0 / (1.0 + np.exp(F)), 1.0 / (1.0 + np.exp(-F))])
+            return np.hstack([np.exp(-np.logaddexp(0, F)), np.exp(-np.logaddexp(0, -F))])
         Z = F - F.max(axis=1, keepdims=True)
         E = np.exp(Z)
         return E / E.sum(axis=1, keepdims=True)
