@@ -87,6 +87,21 @@ def test_regressor_loss_is_sklearns_definition():
     np.testing.assert_allclose(m.loss_curve_[0], expected, rtol=1e-10)
 
 
+def test_initialization_is_sklearns():
+    from sklearn.neural_network import MLPRegressor as SkMLP
+    X, y = _data()
+    ours = MLPRegressor(hidden_layer_sizes=(7, 5), random_state=3, max_iter=1,
+                        learning_rate_init=1e-12, dtype="float64", backend=BACKEND)
+    theirs = SkMLP(hidden_layer_sizes=(7, 5), random_state=3, max_iter=1, learning_rate_init=1e-12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ours.fit(X, y)
+        theirs.fit(X, y)
+    for a, b in zip(ours.coefs_ + ours.intercepts_, theirs.coefs_ + theirs.intercepts_):
+        np.testing.assert_allclose(a, b, atol=1e-9)
+    np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-9)
+
+
 def test_classifier_labels_binary_multiclass_strings():
     X, y = _data(120)
     for labels in (np.array(["neg", "pos"]), np.array([3, 7, 11]), np.array([-1, 2])):

@@ -251,10 +251,18 @@ class _BaseMLP(BaseEstimator):
     def _initialize(self, sizes, backend, n_features, n_outputs, rng):
         from .model import MLP
         act = ACTIVATIONS[self.activation]
-        init = "he" if act == "relu" else "xavier"
-        seed = int(rng.randint(np.iinfo(np.int32).max))
-        self.model_ = MLP([n_features, *sizes, n_outputs], activation=act, init=init,
-                          backend=backend, dtype=self.dtype, seed=seed)
+        layers = [n_features, *sizes, n_outputs]
+        self.model_ = MLP(layers, activation=act, init="xavier", backend=backend,
+                          dtype=self.dtype, seed=0)
+        # scikit-learn's initialization, drawn from the same generator in the same order:
+        # W and b uniform in ±sqrt(factor / (fan_in + fan_out)), factor 2 for logistic, else 6
+        factor = 2.0 if act == "sigmoid" else 6.0
+        weights, biases = [], []
+        for fan_in, fan_out in zip(layers[:-1], layers[1:]):
+            bound = np.sqrt(factor / (fan_in + fan_out))
+            weights.append(rng.uniform(-bound, bound, (fan_in, fan_out)))
+            biases.append(rng.uniform(-bound, bound, fan_out))
+        self.model_.set_params(weights, biases)
         self.n_layers_ = len(sizes) + 2
         self.n_outputs_ = n_outputs
         self.out_activation_ = self._out_activation
