@@ -21,8 +21,10 @@ BACKEND = "numpy"
 
 # float64: sklearn's checks compare predictions on subsets and batches to 1e-7, which float32
 # rounding (the product's blocking depends on the batch's size) does not meet
-@parametrize_with_checks([MLPRegressor(max_iter=100, backend=BACKEND, dtype="float64"),
-                          MLPClassifier(max_iter=100, backend=BACKEND, dtype="float64")])
+@parametrize_with_checks([Est(max_iter=100, backend=backend, dtype="float64")
+                          for backend in [BACKEND] + (["cpu"] if "cpu" in bp.available_backends()
+                                                      else [])
+                          for Est in (MLPRegressor, MLPClassifier)])
 def test_sklearn_checks(estimator, check):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -37,7 +39,10 @@ def test_import_without_sklearn():
             "assert m.predict(X).shape == (40,)\n"
             "assert m.get_params()['max_iter'] == 5\n"
             "c = bp.MLPClassifier(max_iter=5, backend='numpy').fit(X, np.where(y > 0, 'a', 'b'))\n"
-            "assert 0 <= c.score(X, np.where(y > 0, 'a', 'b')) <= 1\n")
+            "assert 0 <= c.score(X, np.where(y > 0, 'a', 'b')) <= 1\n"
+            "e = bp.MLPRegressor(max_iter=30, early_stopping=True, backend='numpy').fit(X, y)\n"
+            "assert len(e.validation_scores_) == e.n_iter_\n"
+            "assert 'sklearn' not in str(type(m).__mro__)\n")
     subprocess.run([sys.executable, "-W", "ignore", "-c", code], check=True)
 
 

@@ -68,10 +68,13 @@ def softmax_cross_entropy(F, Y, w, G):
     """-Σ w_i Σ_j Y_ij log softmax(F)_ij; G = w (softmax(F) - Y)."""
     xp = _xp(F)
     Z = F - F.max(axis=1, keepdims=True)
-    logsum = xp.log(xp.exp(Z).sum(axis=1, keepdims=True))
-    logP = Z - logsum
-    G[...] = (xp.exp(logP) - Y) * w[:, None]
-    value = -float(xp.sum(w[:, None] * Y * logP, dtype=xp.float64))
+    E = xp.exp(Z)
+    S = E.sum(axis=1, keepdims=True)
+    xp.divide(E, S, out=E)  # P = softmax(F)
+    xp.subtract(E, Y, out=E)
+    xp.multiply(E, w[:, None], out=G)
+    # -Σ w Y log P = Σ w (log S - Y·Z), Y's rows summing to 1
+    value = float(xp.dot(w, (xp.log(S[:, 0]) - (Y * Z).sum(axis=1)).astype(xp.float64)))
     return value, value
 
 
@@ -325,11 +328,16 @@ class _BaseMLP(BaseEstimator):
         early_stopping = bool(self.early_stopping) and not incremental
         X_val = y_val = w_val = None
         if early_stopping:
-            from sklearn.model_selection import train_test_split
-            stratify = y if self._is_classifier else None
             idx = np.arange(X.shape[0])
-            tr, va = train_test_split(idx, random_state=rng, test_size=self.validation_fraction,
-                                      stratify=stratify)
+            if HAVE_SKLEARN:
+                from sklearn.model_selection import train_test_split
+                stratify = y if self._is_classifier else None
+                tr, va = train_test_split(idx, random_state=rng,
+                                          test_size=self.validation_fraction, stratify=stratify)
+            else:  # a random split (not stratified)
+                perm = rng.permutation(idx)
+                n_val = max(1, int(np.ceil(self.validation_fraction * len(idx))))
+                va, tr = perm[:n_val], perm[n_val:]
             X_val, y_val, w_val = X[va], y[va], w[va]
             X, Y, w = X[tr], Y[tr], w[tr]
             if self.validation_scores_ is None:
@@ -529,6 +537,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         return F.ravel() if F.shape[1] == 1 and getattr(self, "_y_ndim", 1) == 1 else F
 
     def _score_raw(self, X, y, w):
+        if not HAVE_SKLEARN:
+            return self.score(X, y, w)
         from sklearn.metrics import r2_score
         return r2_score(y, self.predict(X), sample_weight=w)
 
