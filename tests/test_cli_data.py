@@ -101,3 +101,16 @@ def test_bad_csv_files(tmp_path, data, capsys):
     assert "line 3, column 'a'" in _error(capsys, "train", nan, *common)
     assert "no such file" in _error(capsys, "predict", str(tmp_path / "nope.npz"), data)
     _error(capsys, "train", data, "--target", "y", "kind", "--out", out)
+
+
+def test_train_plot(tmp_path, data, capsys):
+    argv = ["train", data, "--target", "y", "--epochs", "3", "--backend", "numpy", "--no-progress",
+            "--out", str(tmp_path / "m.npz"), "--plot", str(tmp_path / "loss.png")]
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert "--plot" in _error(capsys, *argv)
+        assert not (tmp_path / "m.npz").exists()  # refused before training
+        return
+    assert cli.main(argv) == 0
+    assert (tmp_path / "loss.png").stat().st_size > 0

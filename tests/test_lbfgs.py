@@ -90,3 +90,8 @@ def test_bad_options():
     with pytest.raises(ValueError):
         LBFGS(line_search="armijo")
     assert bp.optim.LBFGS is LBFGS
+    net = bp.MLP([1, 1], backend="numpy")
+    for option in (dict(batch_size=4), dict(lr_schedule=lambda e: 1.0), dict(dropout=0.0) and
+                   dict(clip_grad_norm=1.0), dict(checkpoint="x.npz")):
+        with pytest.raises(ValueError, match="lbfgs"):
+            net.fit(np.zeros((4, 1)), np.zeros((4, 1)), optimizer="lbfgs", **option)

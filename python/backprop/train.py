@@ -412,6 +412,15 @@ def fit(net, X, Y, loss="mse", optimizer="adam", lr=1e-3, epochs=100, batch_size
     """
     from .lbfgs import LBFGS, fit_mlp
     if isinstance(optimizer, LBFGS) or optimizer == "lbfgs":  # full batch, backprop.lbfgs
+        unused = {"batch_size": batch_size is not None, "dropout": bool(np.any(dropout)),
+                  "early_stopping": early_stopping not in (None, False),
+                  "lr_schedule": lr_schedule is not None, "checkpoint": checkpoint is not None,
+                  "resume": resume is not None, "clip_grad_norm": clip_grad_norm is not None,
+                  "fused": bool(fused), "a callable loss": callable(loss)}
+        unused = [name for name, given in unused.items() if given]
+        if unused:
+            raise ValueError(f"optimizer 'lbfgs' (full batch, its own line search) does not "
+                             f"take {', '.join(unused)}")
         return fit_mlp(net, X, Y, loss, optimizer, lr, epochs, l1, l2, validation_data,
                        standardize, verbose)
     # ---- every check first: the model changes only after all of them passed ----------
