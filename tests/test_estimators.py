@@ -215,3 +215,26 @@ def test_backend_auto_and_cpu():
         warnings.simplefilter("ignore", ConvergenceWarning)
         m.fit(X, y)
     assert m.model_.backend.name == ("cpu" if "cpu" in bp.available_backends() else "numpy")
+
+
+@pytest.mark.skipif("cpu" not in bp.available_backends(), reason="the cpu backend is not built")
+@pytest.mark.parametrize("Est,kind", [(MLPRegressor, "reg"), (MLPClassifier, "binary"),
+                                      (MLPClassifier, "multi")])
+@pytest.mark.parametrize("solver,learning_rate", [("adam", "constant"), ("sgd", "invscaling")])
+def test_fused_epochs_equal_the_kernel_path(Est, kind, solver, learning_rate):
+    X, y = _data(130)  # 130 rows in batches of 50: two full batches and one of 30
+    if kind == "binary":
+        y = np.where(y > 0, "yes", "no")
+    elif kind == "multi":
+        y = np.digitize(y, [-1, 1])
+    params = dict(hidden_layer_sizes=(6,), solver=solver, learning_rate=learning_rate,
+                  batch_size=50, max_iter=15, random_state=0, dtype="float64", alpha=0.01,
+                  learning_rate_init=0.01, tol=0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        fused = Est(backend="cpu", **params).fit(X, y)
+        kernel = Est(backend="numpy", **params).fit(X, y)
+    assert fused._fused_epochs and not kernel._fused_epochs
+    np.testing.assert_allclose(fused.loss_curve_, kernel.loss_curve_, rtol=1e-9)
+    for a, b in zip(fused.coefs_, kernel.coefs_):
+        np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-10)

@@ -316,11 +316,13 @@ class _BaseMLP(BaseEstimator):
         wd = net.backend.asarray(w, np.float64)
         return Xd, Yd, wd
 
-    def _make_optimizer(self):
+    def _make_optimizer(self, scale=1.0):
+        """The optimizer for gradients ``scale`` times ours: the same updates (Adam is scale
+        invariant once eps is scaled too; SGD's lr is divided by the scale)."""
         from .optim import SGD, Adam
         if self.solver == "adam":
-            return Adam(self.learning_rate_init, self.beta_1, self.beta_2, self.epsilon)
-        return SGD(self.learning_rate_init, self.momentum,
+            return Adam(self.learning_rate_init, self.beta_1, self.beta_2, self.epsilon * scale)
+        return SGD(self.learning_rate_init / scale, self.momentum,
                    nesterov=bool(self.nesterovs_momentum and self.momentum > 0))
 
     def _fit_stochastic(self, X, Y, y, w, rng, incremental):
@@ -349,12 +351,24 @@ class _BaseMLP(BaseEstimator):
         if self.batch_size != "auto" and self.batch_size > n and not incremental:
             warnings.warn("Got `batch_size` less than 1 or larger than sample size. "
                           "It is going to be clipped")
-        if self._optimizer_state is None or not incremental:
+        dropout = self.dropout
+        # the backend's fused epoch (cpu, cuda) computes the same objective when every row has
+        # the same weight, up to a constant factor `scale` of the loss (see _FusedEpochs)
+        fused_loss = self._fused_loss(Y.shape[1])
+        fused = None
+        if (fused_loss is not None and not incremental and not dropout
+                and hasattr(net.backend, "make_trainer") and bool(np.all(w == w[0]))):
+            name, scale = fused_loss
+            fused = _FusedEpochs(net, name, scale, self._make_optimizer(scale), self.alpha,
+                                 self.l1, n, batch_size)
+            self._optimizer_state = fused.state
+        elif self._optimizer_state is None or not incremental:
             optimizer = self._make_optimizer()
             self._optimizer_state = optimizer.state(net.backend, net.params)
         state = self._optimizer_state
         optimizer = state.optimizer
-        dropout = self.dropout
+        lr_scale = fused.scale if fused is not None and self.solver == "sgd" else 1.0
+        self._fused_epochs = fused is not None
         masks_rng = np.random.default_rng(rng.randint(np.iinfo(np.int32).max)) if dropout else None
         trainer = None
         if dropout:
@@ -369,7 +383,10 @@ class _BaseMLP(BaseEstimator):
             for _ in range(1 if incremental else self.max_iter):
                 order = rng.permutation(n) if self.shuffle else np.arange(n)
                 accumulated = 0.0
-                for start in range(0, n, batch_size):
+                if fused is not None:
+                    accumulated = fused.epoch(Xd, Yd, net.backend.asarray(order, np.int64)
+                                              if self.shuffle else None)
+                for start in range(0, n if fused is None else 0, batch_size):
                     rows = order[start:start + batch_size]
                     if self.shuffle:
                         rows_d = net.backend.asarray(rows, np.int64)
@@ -396,13 +413,14 @@ class _BaseMLP(BaseEstimator):
                     print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
                 best = self._update_no_improvement_count(early_stopping, X_val, y_val, w_val, best)
                 if self.solver == "sgd" and self.learning_rate == "invscaling":
-                    optimizer.lr = self.learning_rate_init / (self.t_ + 1) ** self.power_t
+                    optimizer.lr = (self.learning_rate_init / (self.t_ + 1) ** self.power_t
+                                    / lr_scale)
                 if self._no_improvement_count > self.n_iter_no_change:
                     if self.solver == "sgd" and self.learning_rate == "adaptive" \
-                            and optimizer.lr > 1e-6:
+                            and optimizer.lr * lr_scale > 1e-6:
                         optimizer.lr /= 5.0
                         if self.verbose:
-                            print("Setting learning rate to %f" % optimizer.lr)
+                            print("Setting learning rate to %f" % (optimizer.lr * lr_scale))
                         self._no_improvement_count = 0
                     else:
                         if self.verbose:
@@ -491,6 +509,46 @@ class _BaseMLP(BaseEstimator):
         return self._fit(X, y, sample_weight, incremental=True)
 
 
+class _FusedEpochs:
+    """An epoch of minibatches on the backend's fused path (``Trainer(fused=True)``).
+
+    The library's losses are ours times ``scale`` (mse = 2 · ½ squared error for one output;
+    cross_entropy and bce are the classifier's), so the penalty is scaled alike: l2 = scale ·
+    alpha / batch size. The last, smaller batch gets its own l2 (scikit-learn divides the
+    penalty by each batch's size): the full batches run as one native call, then the rest.
+    """
+
+    def __init__(self, net, loss, scale, optimizer, alpha, l1, n, batch_size):
+        from .train import Trainer
+        self.scale, self.b = scale, batch_size
+        self.m = (n // batch_size) * batch_size
+        self.r = n - self.m
+        self.full = self.rest = None
+        if self.m:
+            self.full = Trainer(net, loss, optimizer, l1=scale * l1 / batch_size,
+                                l2=scale * alpha / batch_size, fused=True)
+        if self.r:
+            self.rest = Trainer(net, loss, optimizer, l1=scale * l1 / self.r,
+                                l2=scale * alpha / self.r, fused=True)
+        self.state = (self.full or self.rest).state
+        if self.rest is not None:
+            self.rest.state = self.state  # one optimizer state for both
+
+    def epoch(self, X, Y, order):
+        """One epoch over the rows ``order`` (None: in order); returns Σ batch loss · size in
+        our scale."""
+        if order is not None:
+            X, Y = X[order], Y[order]
+        total = 0.0
+        if self.m:
+            values, sizes = self.full.epoch(X[:self.m], Y[:self.m], self.b)
+            total += float(np.dot(values, sizes))
+        if self.r:
+            values, sizes = self.rest.epoch(X[self.m:], Y[self.m:], self.r)
+            total += float(np.dot(values, sizes))
+        return total / self.scale
+
+
 def _loss_and_grad_dropout(net, trainer, X, Y, w, loss, alpha, l1):
     """``loss_and_grad`` with inverted-dropout masks on the hidden layers (training only)."""
     masks = trainer.masks(X.shape[0])
@@ -521,6 +579,9 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     _y_numeric = True
     _out_activation = "identity"
     _loss = staticmethod(squared_error)
+
+    def _fused_loss(self, outputs):
+        return ("mse", 2.0) if outputs == 1 else None
 
     def _encode_targets(self, y, incremental, reset):
         y = np.asarray(y, dtype=np.float64)
@@ -596,6 +657,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     @property
     def _loss(self):
         return logistic if len(self.classes_) == 2 else softmax_cross_entropy
+
+    def _fused_loss(self, outputs):
+        return ("bce", 1.0) if outputs == 1 else ("cross_entropy", 1.0)
 
     def _encode_targets(self, y, incremental, reset):
         y = np.asarray(y)
