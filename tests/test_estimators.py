@@ -19,12 +19,23 @@ from backprop.estimators import MLPClassifier, MLPRegressor  # noqa: E402
 BACKEND = "numpy"
 
 
-# float64: sklearn's checks compare predictions on subsets and batches to 1e-7, which float32
-# rounding (the product's blocking depends on the batch's size) does not meet
-@parametrize_with_checks([Est(max_iter=100, backend=backend, dtype="float64")
-                          for backend in [BACKEND] + (["cpu"] if "cpu" in bp.available_backends()
-                                                      else [])
-                          for Est in (MLPRegressor, MLPClassifier)])
+CHECK_BACKENDS = [BACKEND] + (["cpu"] if "cpu" in bp.available_backends() else [])
+
+
+def _expected_failed(estimator):
+    # the one check float32 cannot meet: it compares predictions after fitting with integer
+    # weights and with repeated rows at rtol 1e-7, and the float32 sums differ by one ulp
+    # (1.2e-7); the same check passes in float64 (the other parametrization)
+    if estimator.dtype == "float32":
+        return {"check_sample_weight_equivalence_on_dense_data":
+                "float32 rounding: weights and repeated rows differ by one ulp (passes in float64)"}
+    return {}
+
+
+@parametrize_with_checks([Est(max_iter=100, backend=backend, dtype=dtype)
+                          for dtype in ("float64", "float32") for backend in CHECK_BACKENDS
+                          for Est in (MLPRegressor, MLPClassifier)],
+                         expected_failed_checks=_expected_failed)
 def test_sklearn_checks(estimator, check):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
