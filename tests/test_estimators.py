@@ -249,3 +249,35 @@ def test_fused_epochs_equal_the_kernel_path(Est, kind, solver, learning_rate):
     np.testing.assert_allclose(fused.loss_curve_, kernel.loss_curve_, rtol=1e-9)
     for a, b in zip(fused.coefs_, kernel.coefs_):
         np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-10)
+
+
+def test_lbfgs_without_hidden_layers_is_least_squares():
+    X, y = _data(200)
+    m = MLPRegressor(hidden_layer_sizes=(), solver="lbfgs", alpha=0.0, tol=1e-12, max_iter=500,
+                     dtype="float64", backend=BACKEND, random_state=0).fit(X, y)
+    A = np.hstack([X, np.ones((len(X), 1))])
+    coef = np.linalg.lstsq(A, y, rcond=None)[0]
+    np.testing.assert_allclose(m.coefs_[0].ravel(), coef[:-1], atol=1e-4)  # stops at a loss change < 1e-9
+    np.testing.assert_allclose(m.intercepts_[0], coef[-1:], atol=1e-4)
+    assert m.n_iter_ < 500
+
+
+def test_library_options_dropout_l1_standardize():
+    X, y = _data(150)
+    X = X * np.array([1e3, 1e-3, 1.0, 10.0])  # badly scaled columns
+    kw = dict(hidden_layer_sizes=(16,), max_iter=60, random_state=0, backend=BACKEND,
+              learning_rate_init=0.01)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        plain = MLPRegressor(**kw).fit(X, y)
+        scaled = MLPRegressor(standardize=True, **kw).fit(X, y)
+        drop_a = MLPRegressor(dropout=0.2, **kw).fit(X, y)
+        drop_b = MLPRegressor(dropout=0.2, **kw).fit(X, y)
+        sparse = MLPRegressor(l1=1.0, **kw).fit(X, y)
+    assert scaled.model_.standardizer is not None
+    assert scaled.score(X, y) > plain.score(X, y)
+    np.testing.assert_array_equal(drop_a.predict(X), drop_b.predict(X))  # reproducible
+    assert not np.array_equal(drop_a.coefs_[0], plain.coefs_[0])
+    assert np.abs(sparse.coefs_[0]).sum() < np.abs(plain.coefs_[0]).sum()
+    with pytest.raises(ValueError, match="dropout"):
+        MLPRegressor(dropout=0.5, solver="lbfgs").fit(X, y)
