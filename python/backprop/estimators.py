@@ -14,6 +14,14 @@ The objective is scikit-learn's, on the backend's kernels:
     penalty:    + (alpha/2) Σ_l ||W_l||² / Σ_i w_i   (+ l1 Σ_l |W_l| / Σ_i w_i, this library's)
 
 with w = sample_weight (times the class weights); without weights Σ_i w_i is the batch size.
+The initial weights are scikit-learn's (uniform in ±sqrt(6 / (fan_in + fan_out)), 2 for
+logistic), drawn from the same generator in the same order, so with the same random_state
+both start from the same point and visit the rows in the same order.
+
+When every row has the same weight (no sample_weight or class_weight, no dropout, one output
+for the regressor) and the backend has a fused training step (cpu, cuda), an epoch of
+minibatches is one native call for the full batches and one for the smaller last one
+(``_FusedEpochs``); otherwise each batch runs the kernels below. Both give the same numbers.
 The gradient of the weighted loss is taken by scaling the rows of G = dL/dF by w_i / Σ w,
 then the ordinary backward pass. ``loss_curve_`` reports scikit-learn's value, whose squared
 error is also averaged over the outputs (the two agree for one output).
