@@ -22,7 +22,15 @@ from .train import EarlyStopping, History, NonFiniteLossError, Trainer
 
 __version__ = "0.1.0"
 
-__all__ = ["MLP", "Grads", "History", "EarlyStopping", "NonFiniteLossError", "Trainer",
+
+def __getattr__(name):
+    # the estimators import scikit-learn (when installed) only when first asked for
+    if name in ("MLPRegressor", "MLPClassifier"):
+        from . import estimators
+        return getattr(estimators, name)
+    raise AttributeError(f"module 'backprop' has no attribute {name!r}")
+
+__all__ = ["MLP", "MLPRegressor", "MLPClassifier", "Grads", "History", "EarlyStopping", "NonFiniteLossError", "Trainer",
            "Standardizer", "Tensor", "einsum", "grad", "no_grad", "gradcheck", "optim", "tensor", "available_backends", "get_backend",
            "why_unavailable", "BackendUnavailable", "set_num_threads", "get_num_threads",
            "__version__",

@@ -1,4 +1,4 @@
-"""The command line: ``backprop bench``, ``backprop demo`` and ``backprop info``."""
+"""The command line: ``backprop bench``, ``demo``, ``info``, ``train`` and ``predict``."""
 
 from __future__ import annotations
 
@@ -125,8 +125,11 @@ def cmd_info(args):
 
 
 def build_parser():
+    from . import __version__, cli_data
     parser = argparse.ArgumentParser(prog="backprop", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"backprop {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+    cli_data.add_commands(sub)  # train, predict
 
     b = sub.add_parser("bench", help="time one training step per backend per configuration")
     b.add_argument("--configs", default=",".join(bench.CONFIGS),

@@ -454,6 +454,7 @@ class Distributed:
         value = step_loss(values)
         if not math.isfinite(value):
             raise NonFiniteLossError(f"the loss is {value}")
+        trainer._before_update()  # per-step lr, clipping: on the reduced gradient
         trainer.state.apply(net.backend, net.params, net.grads)
         return value
 

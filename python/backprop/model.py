@@ -144,6 +144,18 @@ class MLP:
     def n_params(self):
         return sum(p * q + q for p, q in zip(self.layers[:-1], self.layers[1:]))
 
+    def reset_parameters(self, seed=None):
+        """Draws fresh initial weights (the model's ``init``; zero biases), in place; ``seed``
+        makes them reproducible. ``fit`` continues from the current parameters: call this to
+        start a new training from scratch."""
+        weights, biases = init_params(self.layers, self.init, seed)
+        with self._lock:
+            self.seed = seed
+            for l, (W, b) in enumerate(zip(weights, biases)):
+                self._W[l][...] = self.backend.asarray(W, self.dtype)
+                self._b[l][...] = self.backend.asarray(b, self.dtype)
+        return self
+
     def set_params(self, weights, biases):
         """Replaces the parameters (copied in place into the model's arrays, shapes checked)."""
         if len(weights) != self.n_layers or len(biases) != self.n_layers:
@@ -371,6 +383,8 @@ class MLP:
         After distributed training (fit(..., comm=...)) every rank holds the same parameters:
         save on rank 0 only (``if comm.Get_rank() == 0: net.save(path)``), not on every rank."""
         header = {"format": FILE_FORMAT, "version": FILE_VERSION, **self.config()}
+        if getattr(self, "metadata", None):  # a JSON-able dict (e.g. the CLI's column names)
+            header["metadata"] = self.metadata
         arrays = {"header": np.array(json.dumps(header))}
         with self._lock:
             weights, biases, standardizer = self.weights, self.biases, self.standardizer
@@ -492,6 +506,11 @@ class MLP:
                                                             read("standardizer_scale"))
             except (TypeError, ValueError) as exc:
                 raise damaged(str(exc)) from None
+        metadata = header.get("metadata")
+        if metadata is not None:
+            if not isinstance(metadata, dict):
+                raise damaged("header: metadata must be a JSON object")
+            net.metadata = metadata
         return net
 
 

@@ -96,11 +96,35 @@ class Adam(Optimizer):
                              self.beta2, self.eps, step)
 
 
-OPTIMIZERS = {"gd": GD, "sgd": SGD, "adam": Adam}
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter), in PyTorch's form:
+
+        param -= lr wd param;  then Adam's update with the gradient (which has no decay term)
+
+    The decay runs on the Python side before the backend's ``adam_update`` kernel, so no
+    fused native path knows AdamW: ``Trainer`` runs it kernel by kernel.
+    """
+
+    name = "adamw"
+
+    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
+        betas = tuple(betas)
+        if len(betas) != 2:
+            raise ValueError(f"betas must be a pair (beta1, beta2); got {betas!r}")
+        super().__init__(lr, betas[0], betas[1], eps)
+        self.weight_decay = check_rate(weight_decay, "weight_decay")
+
+    def update(self, backend, param, grad, slots, step):
+        if self.weight_decay:
+            param *= 1.0 - self.lr * self.weight_decay
+        super().update(backend, param, grad, slots, step)
+
+
+OPTIMIZERS = {"gd": GD, "sgd": SGD, "adam": Adam, "adamw": AdamW}
 
 
 def get_optimizer(optimizer, lr=None):
-    """An Optimizer from a name ("gd", "sgd", "adam") and ``lr``, or the object itself."""
+    """An Optimizer from a name ("gd", "sgd", "adam", "adamw") and ``lr``, or the object itself."""
     if isinstance(optimizer, Optimizer):
         return optimizer
     cls = OPTIMIZERS[check_name("optimizer", optimizer, tuple(OPTIMIZERS))]
@@ -215,3 +239,70 @@ def cosine_decay(lr, epochs, final_lr=0.0):
     if epochs <= 0:
         raise ValueError(f"cosine_decay needs epochs > 0; got {epochs}")
     return lambda epoch: final_lr + 0.5 * (lr - final_lr) * (1 + math.cos(math.pi * min(epoch, epochs) / epochs))
+
+
+def clip_grad_norm(backend, grads, max_norm):
+    """Scales every gradient by max_norm / ||g|| when the global norm ||g|| (all gradients as
+    one vector) exceeds max_norm, in place; returns ||g|| before clipping."""
+    total = 0.0
+    for g in grads:
+        total += float((g * g).sum())
+    total = math.sqrt(total)
+    if total > max_norm:
+        scale = max_norm / (total + 1e-6)
+        for g in grads:
+            g *= scale
+    return total
+
+
+class ReduceLROnPlateau:
+    """A schedule that divides the lr by 1/``factor`` when the monitored loss has not improved
+    (by a relative ``threshold``) for more than ``patience`` epochs, never below ``min_lr``.
+
+    Give it to ``fit(..., lr_schedule=ReduceLROnPlateau(...))``: fit starts it at the
+    optimizer's lr (unless ``lr`` is given) and shows it every epoch's losses. ``monitor``:
+    "val_loss", "loss", or "auto" (the validation loss when there is validation data).
+    """
+
+    def __init__(self, factor=0.1, patience=10, min_lr=0.0, threshold=1e-4, monitor="auto",
+                 lr=None):
+        self.factor = check_in(factor, "factor", 0.0, 1.0, low_open=True)
+        if not (isinstance(patience, int) and patience >= 0):
+            raise ValueError(f"patience must be an integer >= 0; got {patience!r}")
+        self.patience = patience
+        self.min_lr = check_rate(min_lr, "min_lr")
+        self.threshold = check_rate(threshold, "threshold")
+        self.monitor = check_name("monitor", monitor, ("auto", "loss", "val_loss"))
+        self.lr = None if lr is None else check_rate(lr)
+        self.best = math.inf
+        self.bad_epochs = 0
+
+    def bind(self, lr):
+        """Starts at ``lr`` when no lr was given (fit passes the optimizer's)."""
+        if self.lr is None:
+            self.lr = check_rate(lr)
+
+    def __call__(self, epoch):
+        if self.lr is None:
+            raise ValueError("ReduceLROnPlateau has no lr yet: give lr=... or use it in fit")
+        return self.lr
+
+    def observe(self, history):
+        """Takes the last epoch's loss from a History and lowers the lr on a plateau."""
+        use_val = self.monitor == "val_loss" or (self.monitor == "auto" and history.val_loss)
+        if use_val and not history.val_loss:
+            raise ValueError("ReduceLROnPlateau(monitor='val_loss') needs validation_data")
+        value = history.val_loss[-1] if use_val else history.loss[-1]
+        self.step(value)
+
+    def step(self, value):
+        if value < self.best * (1 - self.threshold) if self.best > 0 else value < self.best:
+            self.best, self.bad_epochs = value, 0
+        else:
+            self.bad_epochs += 1
+        if self.bad_epochs > self.patience:
+            self.lr = max(self.lr * self.factor, self.min_lr)
+            self.bad_epochs = 0
+
+
+from .lbfgs import LBFGS  # noqa: E402  (L-BFGS, full batch; see backprop.lbfgs)

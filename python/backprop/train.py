@@ -120,9 +120,14 @@ class Trainer:
     """
 
     def __init__(self, net, loss=None, optimizer="adam", lr=None, l1=0.0, l2=0.0, dropout=0.0,
-                 seed=None, fused=None, objective=None, comm=None, reduction="sum",
-                 grad_blocks=None, transport="auto"):
+                 seed=None, fused=None, objective=None, clip_grad_norm=None, lr_at_step=None,
+                 comm=None, reduction="sum", grad_blocks=None, transport="auto"):
         self.net = net
+        # clip_grad_norm: the gradients' global norm is capped before every update (kernel
+        # path); lr_at_step: a callable step -> lr applied before every update
+        self.clip_grad_norm = (None if clip_grad_norm is None
+                               else _checks.check_rate(clip_grad_norm, "clip_grad_norm"))
+        self.lr_at_step = lr_at_step
         if objective is not None and loss is not None:
             raise ValueError("Trainer: give a loss or an objective, not both")
         if objective is not None and not callable(objective):
@@ -169,6 +174,8 @@ class Trainer:
             missing = f"backend {self.net.backend.name!r} has no fused training step"
         elif any(self.dropout):
             missing = "the fused training step has no dropout"
+        elif self.clip_grad_norm is not None:
+            missing = "the fused training step has no gradient clipping"
         elif type(self.optimizer) not in (GD, SGD, Adam):
             missing = f"the fused training step does not know optimizer {type(self.optimizer).__name__}"
         if fused is None:
@@ -219,9 +226,11 @@ class Trainer:
                 value = value_and_grads(net, fn, self.l1, self.l2)
                 if not math.isfinite(value):
                     raise NonFiniteLossError(f"the loss is {value}")
+                self._before_update()
                 self.state.apply(net.backend, net.params, net.grads)
                 return value
             if self.fused:  # forward, backward, penalty and update in one native call
+                self._before_update()
                 value = self.native().step(X, Y, self.optimizer.lr, self.state.step)
                 self._count_updates([value])
                 return value
@@ -229,8 +238,18 @@ class Trainer:
                                                masks=self.masks(X.shape[0])))
             if not math.isfinite(value):
                 raise NonFiniteLossError(f"the loss is {value}")
+            self._before_update()
             self.state.apply(net.backend, net.params, net.grads)
             return value
+
+    def _before_update(self):
+        """The per-step lr (``lr_at_step``) and gradient clipping, just before an update."""
+        if self.lr_at_step is not None:
+            self.optimizer.lr = _checks.check_rate(self.lr_at_step(self.state.step),
+                                                   "lr from lr_schedule")
+        if self.clip_grad_norm is not None and not self.fused:
+            from .optim import clip_grad_norm
+            clip_grad_norm(self.net.backend, self.net.grads, self.clip_grad_norm)
 
     def _count_updates(self, losses):
         """Adds the updates a fused call applied to the step count; raises on a non-finite loss.
@@ -277,7 +296,7 @@ class Trainer:
         sizes = [min(batch_size, n - start) for start in range(0, n, batch_size)]
         net = self.net
         with net._lock:
-            if self.fused:
+            if self.fused and self.lr_at_step is None:
                 try:
                     values = self.native().epoch(X, Y, batch_size, order, self.optimizer.lr,
                                                  self.state.step)
@@ -377,8 +396,10 @@ def _progress_bar(epochs):
 @guard_fit
 def fit(net, X, Y, loss="mse", optimizer="adam", lr=1e-3, epochs=100, batch_size=None,
         l1=0.0, l2=0.0, dropout=0.0, validation_data=None, early_stopping=None, shuffle=True,
-        verbose=False, lr_schedule=None, standardize=False, seed=None, fused=None, *,
-        comm=None, shard="take", reduction="sum", grad_blocks=None, transport="auto"):
+        verbose=False, lr_schedule=None, standardize=False, seed=None, fused=None,
+        lr_schedule_per="epoch", clip_grad_norm=None, checkpoint=None, checkpoint_every=1,
+        resume=None, *, comm=None, shard="take", reduction="sum", grad_blocks=None,
+        transport="auto"):
     """Trains ``net`` on (X, Y) and returns a History.
 
     Training continues from the model's current parameters: calling fit again trains further
@@ -390,7 +411,8 @@ def fit(net, X, Y, loss="mse", optimizer="adam", lr=1e-3, epochs=100, batch_size
         loss(F, Y) -> scalar Tensor of the Tensors F = net(X_batch) and Y_batch (any float Y with
         one row per sample), run on the Tensor layer (backprop.objective).
     optimizer: "gd" (full batch), "sgd", "adam", or an object from ``backprop.optim``;
-        ``lr`` applies to a name (an object keeps its own).
+        ``lr`` applies to a name (an object keeps its own). "lbfgs" or a ``backprop.optim.LBFGS``
+        trains full batch with L-BFGS, one epoch per iteration (``backprop.lbfgs.fit_mlp``).
     epochs: passes over the data. batch_size: None means the full batch (one step per epoch).
     l1, l2: penalties on the weights, l1 Σ|W| + (l2/2) Σ W², added to the loss.
     dropout: inverted-dropout drop probability for the hidden layers (one number, or one per
@@ -398,7 +420,16 @@ def fit(net, X, Y, loss="mse", optimizer="adam", lr=1e-3, epochs=100, batch_size
     validation_data: (X_val, Y_val); its loss (no penalty, no dropout) is recorded per epoch.
     early_stopping: a patience in epochs, a dict of EarlyStopping's options or an EarlyStopping;
         needs validation_data; restores the parameters of the best epoch.
-    lr_schedule: callable epoch -> lr, called at the start of every epoch (see backprop.optim).
+    lr_schedule: callable epoch -> lr, called at the start of every epoch (see backprop.optim);
+        with ``lr_schedule_per="step"`` a callable step -> lr called before every update (step
+        counts the updates of this fit from 0). A ``backprop.optim.ReduceLROnPlateau`` starts
+        at the optimizer's lr and sees every epoch's (validation) loss.
+    checkpoint, checkpoint_every: write the training state (backprop.checkpoint) to this
+        path, atomically, after every ``checkpoint_every`` epochs and after the last one.
+    resume: a checkpoint path: continue that run (same arguments) from the epoch after the
+        one it saved, to the same parameters, bit for bit, as the uninterrupted run.
+    clip_grad_norm: scale the gradients so that their global norm is at most this, before
+        every update (runs kernel by kernel).
     standardize: fit a Standardizer on X and attach it to the model (applied at predict too).
     shuffle: visit the rows in a new random order every epoch (each minibatch gathers its rows).
     seed: seeds shuffling and dropout masks.
@@ -420,11 +451,27 @@ def fit(net, X, Y, loss="mse", optimizer="adam", lr=1e-3, epochs=100, batch_size
     finite parameters (those of the step before, or the last finite ones it saw, at most 10
     epochs back).
     """
+    from .lbfgs import LBFGS, fit_mlp
+    if isinstance(optimizer, LBFGS) or optimizer == "lbfgs":  # full batch, backprop.lbfgs
+        unused = {"batch_size": batch_size is not None, "dropout": bool(np.any(dropout)),
+                  "early_stopping": early_stopping not in (None, False),
+                  "lr_schedule": lr_schedule is not None, "checkpoint": checkpoint is not None,
+                  "resume": resume is not None, "clip_grad_norm": clip_grad_norm is not None,
+                  "fused": bool(fused), "a callable loss": callable(loss)}
+        unused = [name for name, given in unused.items() if given]
+        if unused:
+            raise ValueError(f"optimizer 'lbfgs' (full batch, its own line search) does not "
+                             f"take {', '.join(unused)}")
+        return fit_mlp(net, X, Y, loss, optimizer, lr, epochs, l1, l2, validation_data,
+                       standardize, verbose)
     # ---- every check first: the model changes only after all of them passed ----------
     loss = loss if callable(loss) else _checks.check_loss(loss)
     epochs = _count(epochs, "epochs", 0)
+    lr_schedule_per = _checks.check_name("lr_schedule_per", lr_schedule_per, ("epoch", "step"))
     trainer = Trainer(net, loss, optimizer, lr=lr, l1=l1, l2=l2, dropout=dropout, seed=seed,
-                      fused=fused, comm=comm, reduction=reduction, grad_blocks=grad_blocks,
+                      fused=fused, clip_grad_norm=clip_grad_norm,
+                      lr_at_step=lr_schedule if lr_schedule_per == "step" else None,
+                      comm=comm, reduction=reduction, grad_blocks=grad_blocks,
                       transport=transport)
     if trainer.dist is not None:
         shard = _checks.check_name("shard", shard, ("take", "given"))
@@ -438,6 +485,11 @@ def fit(net, X, Y, loss="mse", optimizer="adam", lr=1e-3, epochs=100, batch_size
                          "or use 'sgd' for minibatches")
     if batch_size is not None:
         batch_size = _count(batch_size, "batch_size", 1)
+    if resume is not None and trainer.dist is not None:
+        raise ValueError("resume with comm is not supported: resume on one process, or start "
+                         "the distributed run afresh (checkpoints are written by rank 0)")
+    if checkpoint is not None:
+        checkpoint_every = _count(checkpoint_every, "checkpoint_every", 1)
     stopper = EarlyStopping.make(early_stopping)
     if stopper is not None and validation_data is None:
         raise ValueError("early_stopping needs validation_data")
@@ -447,6 +499,8 @@ def fit(net, X, Y, loss="mse", optimizer="adam", lr=1e-3, epochs=100, batch_size
     if lr_schedule is not None and not callable(lr_schedule):
         raise TypeError("lr_schedule must be a callable epoch -> lr")
     first_lr = None
+    if hasattr(lr_schedule, "bind"):  # ReduceLROnPlateau: starts at the optimizer's lr
+        lr_schedule.bind(trainer.optimizer.lr)
     if lr_schedule is not None and epochs > 0:
         first_lr = _checks.check_rate(lr_schedule(0), "lr from lr_schedule")
 
@@ -484,22 +538,33 @@ def fit(net, X, Y, loss="mse", optimizer="adam", lr=1e-3, epochs=100, batch_size
             net.standardizer = standardizer
         try:
             return _train(net, trainer, X_dev, Y_dev, X_val, Y_val, loss, batch_size, shuffle,
-                          seed, lr_schedule, first_lr, stopper, epoch_iter, verbose, params_finite)
+                          seed, lr_schedule, first_lr, stopper, epoch_iter, verbose, params_finite,
+                          (checkpoint, checkpoint_every, resume, epochs))
         finally:
             if verbose:
                 epoch_iter.close()
 
 
 def _train(net, trainer, X_dev, Y_dev, X_val, Y_val, loss, batch_size, shuffle, seed,
-           lr_schedule, first_lr, stopper, epoch_iter, verbose, params_finite):
+           lr_schedule, first_lr, stopper, epoch_iter, verbose, params_finite,
+           checkpointing=(None, 1, None, 0)):
     """fit's loop over epochs, on checked arrays of the backend (with comm: this rank's rows)."""
     n = X_dev.shape[0] if trainer.dist is None else trainer.dist.n_global
     order_rng = np.random.default_rng(seed)
     history = History()
     best = (math.inf, None, None)  # (val_loss, epoch, parameters)
+    checkpoint, checkpoint_every, resume, epochs = checkpointing
+    start_epoch = 0
+    if resume is not None:
+        from . import checkpoint as ckpt
+        start_epoch, saved_best = ckpt.restore(resume, net, trainer, order_rng, history,
+                                               lr_schedule)
+        best = saved_best if saved_best is not None else best
     last_good = _snapshot(net)  # finite: fit checked the parameters before training
     for epoch in epoch_iter:
-        if lr_schedule is not None:
+        if epoch < start_epoch:  # resumed: these ran before the checkpoint
+            continue
+        if lr_schedule is not None and trainer.lr_at_step is None:
             trainer.optimizer.lr = first_lr if epoch == 0 else _checks.check_rate(
                 lr_schedule(epoch), "lr from lr_schedule")
         order = None
@@ -537,12 +602,12 @@ def _train(net, trainer, X_dev, Y_dev, X_val, Y_val, loss, batch_size, shuffle, 
                 val, _ = net.backend.loss(loss, F_val, Y_val)
             history.val_loss.append(float(val))
             postfix["val_loss"] = f"{history.val_loss[-1]:.4g}"
+        if hasattr(lr_schedule, "observe"):  # ReduceLROnPlateau
+            lr_schedule.observe(history)
         if verbose:
             epoch_iter.set_postfix(postfix, refresh=False)
         if epoch % 10 == 0:
             last_good = _snapshot(net)  # finite: checked above
-        # checkpoints/saves written from here must come from rank 0 only with comm (every rank
-        # holds the same parameters): write when trainer.dist is None or trainer.dist.root
         if stopper is not None:
             val = history.val_loss[-1]
             if best[1] is None or val < best[0] - stopper.min_delta:
@@ -550,6 +615,12 @@ def _train(net, trainer, X_dev, Y_dev, X_val, Y_val, loss, batch_size, shuffle, 
             elif epoch - best[1] >= stopper.patience:
                 history.stopped_epoch = epoch
                 break
+        # with comm every rank holds the same state: rank 0 alone writes the checkpoint
+        if checkpoint is not None and (trainer.dist is None or trainer.dist.root) and (
+                (epoch + 1) % checkpoint_every == 0 or epoch + 1 == epochs):
+            from . import checkpoint as ckpt
+            ckpt.save(checkpoint, net, trainer, order_rng, epoch, history,
+                      best if stopper is not None else None, lr_schedule)
     if stopper is not None and best[1] is not None:
         history.best_epoch = best[1]
         if stopper.restore_best:

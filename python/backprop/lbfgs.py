@@ -1,0 +1,355 @@
+"""L-BFGS over a model's flattened parameters, full batch, with a strong-Wolfe line search.
+
+    opt = LBFGS(lr=1, history_size=10, max_iter=100)
+    result = opt.minimize(net, closure)       # closure() -> loss, gradients in net.grads
+
+The vectors (parameters, gradient, direction, the s/y history) are float64 arrays of the
+model's backend (numpy for "numpy" and "cpu", CuPy for "cuda"); only scalars (dot products,
+the loss) come back to the host. The algorithm is Nocedal & Wright's two-loop recursion
+(Algorithm 7.4) with the initial scaling γ = sᵀy / yᵀy, and the line search is their
+Algorithm 3.5/3.6 (bracketing and zoom by cubic interpolation), as PyTorch's LBFGS does it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ._checks import check_rate
+
+
+def _xp(a):
+    if isinstance(a, np.ndarray):
+        return np
+    import cupy
+    return cupy.get_array_module(a)
+
+
+@dataclass
+class LBFGSResult:
+    n_iter: int = 0
+    n_eval: int = 0
+    loss: float = math.nan
+    converged: bool = False
+    reason: str = ""
+    losses: list = field(default_factory=list)
+
+
+class Flat:
+    """The model's parameters and gradients as one float64 vector on the backend."""
+
+    def __init__(self, net):
+        self.params = net.params
+        self.grads = net.grads
+        self.xp = _xp(self.params[0])
+        self.sizes = [int(p.size) for p in self.params]
+
+    def get(self, arrays):
+        xp = self.xp
+        return xp.concatenate([a.reshape(-1).astype(xp.float64) for a in arrays])
+
+    def x(self):
+        return self.get(self.params)
+
+    def grad(self):
+        return self.get(self.grads)
+
+    def set(self, x):
+        start = 0
+        for p, size in zip(self.params, self.sizes):
+            p[...] = x[start:start + size].reshape(p.shape).astype(p.dtype)
+            start += size
+
+
+def _cubic_interpolate(x1, f1, g1, x2, f2, g2, bounds=None):
+    """The minimizer of the cubic through (x1, f1, g1) and (x2, f2, g2), within bounds."""
+    xmin_bound, xmax_bound = bounds if bounds is not None else sorted((x1, x2))
+    d1 = g1 + g2 - 3 * (f1 - f2) / (x1 - x2)
+    d2_square = d1 * d1 - g1 * g2
+    if d2_square >= 0:
+        d2 = math.sqrt(d2_square)
+        if x1 <= x2:
+            min_pos = x2 - (x2 - x1) * ((g2 + d2 - d1) / (g2 - g1 + 2 * d2))
+        else:
+            min_pos = x1 - (x1 - x2) * ((g1 + d2 - d1) / (g1 - g2 + 2 * d2))
+        if math.isfinite(min_pos):
+            return min(max(min_pos, xmin_bound), xmax_bound)
+    return (xmin_bound + xmax_bound) / 2.0
+
+
+def strong_wolfe(obj, x, t, d, f, g, gtd, c1=1e-4, c2=0.9, tolerance_change=1e-9, max_ls=25):
+    """Step length t along d with f(x+td) <= f + c1 t gtd and |∇f(x+td)·d| <= c2 |gtd|.
+
+    obj(x, t, d) -> (loss, gradient) at x + t d. Returns (f_new, g_new, t, evaluations).
+    """
+    xp = _xp(d)
+    d_norm = float(xp.abs(d).max())
+    f_new, g_new = obj(x, t, d)
+    ls_evals = 1
+    gtd_new = float(xp.dot(g_new, d))
+    t_prev, f_prev, g_prev, gtd_prev = 0.0, f, g, gtd
+    done = False
+    ls_iter = 0
+    while ls_iter < max_ls:
+        if f_new > f + c1 * t * gtd or (ls_iter > 1 and f_new >= f_prev):
+            bracket = [t_prev, t]
+            bracket_f = [f_prev, f_new]
+            bracket_g = [g_prev, g_new]
+            bracket_gtd = [gtd_prev, gtd_new]
+            break
+        if abs(gtd_new) <= -c2 * gtd:
+            bracket, bracket_f, bracket_g = [t], [f_new], [g_new]
+            done = True
+            break
+        if gtd_new >= 0:
+            bracket = [t_prev, t]
+            bracket_f = [f_prev, f_new]
+            bracket_g = [g_prev, g_new]
+            bracket_gtd = [gtd_prev, gtd_new]
+            break
+        min_step = t + 0.01 * (t - t_prev)
+        max_step = t * 10
+        tmp = t
+        t = _cubic_interpolate(t_prev, f_prev, gtd_prev, t, f_new, gtd_new,
+                               bounds=(min_step, max_step))
+        t_prev, f_prev, g_prev, gtd_prev = tmp, f_new, g_new, gtd_new
+        f_new, g_new = obj(x, t, d)
+        ls_evals += 1
+        gtd_new = float(xp.dot(g_new, d))
+        ls_iter += 1
+    if ls_iter == max_ls:
+        bracket = [0.0, t]
+        bracket_f = [f, f_new]
+        bracket_g = [g, g_new]
+
+    # zoom: shrink the bracket until a point satisfies both conditions
+    insuf_progress = False
+    low_pos, high_pos = (0, 1) if len(bracket) == 1 or bracket_f[0] <= bracket_f[-1] else (1, 0)
+    while not done and ls_iter < max_ls:
+        if abs(bracket[1] - bracket[0]) * d_norm < tolerance_change:
+            break
+        t = _cubic_interpolate(bracket[0], bracket_f[0], bracket_gtd[0],
+                               bracket[1], bracket_f[1], bracket_gtd[1])
+        eps = 0.1 * (max(bracket) - min(bracket))
+        if min(max(bracket) - t, t - min(bracket)) < eps:
+            if insuf_progress or t >= max(bracket) or t <= min(bracket):
+                t = max(bracket) - eps if abs(t - max(bracket)) < abs(t - min(bracket)) \
+                    else min(bracket) + eps
+                insuf_progress = False
+            else:
+                insuf_progress = True
+        else:
+            insuf_progress = False
+        f_new, g_new = obj(x, t, d)
+        ls_evals += 1
+        gtd_new = float(xp.dot(g_new, d))
+        ls_iter += 1
+        if f_new > f + c1 * t * gtd or f_new >= bracket_f[low_pos]:
+            bracket[high_pos], bracket_f[high_pos] = t, f_new
+            bracket_g[high_pos], bracket_gtd[high_pos] = g_new, gtd_new
+            low_pos, high_pos = (0, 1) if bracket_f[0] <= bracket_f[1] else (1, 0)
+        else:
+            if abs(gtd_new) <= -c2 * gtd:
+                done = True
+            elif gtd_new * (bracket[high_pos] - bracket[low_pos]) >= 0:
+                bracket[high_pos], bracket_f[high_pos] = bracket[low_pos], bracket_f[low_pos]
+                bracket_g[high_pos] = bracket_g[low_pos]
+                bracket_gtd[high_pos] = bracket_gtd[low_pos]
+            bracket[low_pos], bracket_f[low_pos] = t, f_new
+            bracket_g[low_pos], bracket_gtd[low_pos] = g_new, gtd_new
+    t = bracket[low_pos]
+    return bracket_f[low_pos], bracket_g[low_pos], t, ls_evals
+
+
+class LBFGS:
+    """Limited-memory BFGS, full batch (one step = one iteration with its line search).
+
+    lr: the initial step length of each line search (1 is the natural one for L-BFGS; the first
+        iteration starts from min(1, 1/||g||₁) · lr). history_size: the (s, y) pairs kept.
+    max_iter: iterations per ``minimize`` call. max_eval: loss evaluations per call (default
+        1.25 max_iter). tolerance_grad: stop when max|g| <= it. tolerance_change: stop when the
+        loss or the step changes by less. line_search: "strong_wolfe" or None (fixed step lr).
+    """
+
+    name = "lbfgs"
+    full_batch = True
+
+    def __init__(self, lr=1.0, history_size=10, max_iter=100, max_eval=None,
+                 tolerance_grad=1e-7, tolerance_change=1e-9, line_search="strong_wolfe"):
+        self.lr = check_rate(lr, "lr")
+        if not (isinstance(history_size, int) and history_size >= 1):
+            raise ValueError(f"history_size must be an integer >= 1; got {history_size!r}")
+        if not (isinstance(max_iter, int) and max_iter >= 1):
+            raise ValueError(f"max_iter must be an integer >= 1; got {max_iter!r}")
+        if line_search not in ("strong_wolfe", None):
+            raise ValueError(f"line_search must be 'strong_wolfe' or None; got {line_search!r}")
+        self.history_size = history_size
+        self.max_iter = max_iter
+        self.max_eval = max_eval if max_eval is not None else max_iter * 5 // 4
+        self.tolerance_grad = check_rate(tolerance_grad, "tolerance_grad")
+        self.tolerance_change = check_rate(tolerance_change, "tolerance_change")
+        self.line_search = line_search
+        self.steps = []  # (f, gtd, t, f_new, gtd_new) of every accepted line-search step
+
+    def __repr__(self):
+        return (f"LBFGS(lr={self.lr}, history_size={self.history_size}, max_iter={self.max_iter}, "
+                f"tolerance_grad={self.tolerance_grad}, tolerance_change={self.tolerance_change}, "
+                f"line_search={self.line_search!r})")
+
+    def minimize(self, net, closure, callback=None):
+        """Runs up to max_iter iterations from the model's parameters; returns an LBFGSResult.
+
+        closure() computes the full-batch loss at the current parameters, writes the gradients
+        into ``net.grads`` and returns the loss (a float). The model ends at the best point the
+        line searches accepted. callback(iteration, loss) runs after every iteration.
+        """
+        flat = Flat(net)
+        xp = flat.xp
+        result = LBFGSResult()
+
+        def evaluate():
+            result.n_eval += 1
+            return float(closure()), flat.grad()
+
+        def obj(x0, t, d):
+            flat.set(x0 + t * d)
+            return evaluate()
+
+        x = flat.x()
+        loss, g = evaluate()
+        result.loss = loss
+        if not math.isfinite(loss):
+            result.reason = "the loss is not finite"
+            return result
+        if float(xp.abs(g).max()) <= self.tolerance_grad:
+            result.converged, result.reason = True, "gradient below tolerance_grad"
+            return result
+        old_s, old_y, ro = [], [], []
+        d = t = None
+        g_prev = None
+        H_diag = 1.0
+        while True:
+            result.n_iter += 1
+            if result.n_iter == 1:
+                d = -g
+            else:
+                y = g - g_prev
+                s = d * t
+                ys = float(xp.dot(y, s))
+                if ys > 1e-10:
+                    if len(old_s) == self.history_size:
+                        old_s.pop(0), old_y.pop(0), ro.pop(0)
+                    old_s.append(s)
+                    old_y.append(y)
+                    ro.append(1.0 / ys)
+                    H_diag = ys / float(xp.dot(y, y))
+                q = -g
+                al = [0.0] * len(old_s)
+                for i in range(len(old_s) - 1, -1, -1):
+                    al[i] = float(xp.dot(old_s[i], q)) * ro[i]
+                    q = q - al[i] * old_y[i]
+                d = q * H_diag
+                for i in range(len(old_s)):
+                    be_i = float(xp.dot(old_y[i], d)) * ro[i]
+                    d = d + old_s[i] * (al[i] - be_i)
+            g_prev = g
+            loss_prev = loss
+            t = (min(1.0, 1.0 / float(xp.abs(g).sum())) * self.lr if result.n_iter == 1
+                 else self.lr)
+            gtd = float(xp.dot(g, d))
+            if gtd > -self.tolerance_change:
+                result.n_iter -= 1
+                result.converged, result.reason = True, "no descent direction left"
+                flat.set(x)
+                break
+            if self.line_search == "strong_wolfe":
+                loss, g, t, _ = strong_wolfe(obj, x, t, d, loss, g, gtd)
+                gtd_new = float(xp.dot(g, d))
+                self.steps.append((loss_prev, gtd, t, loss, gtd_new))
+            else:
+                loss, g = obj(x, t, d)
+            x = x + t * d
+            flat.set(x)
+            result.loss = loss
+            result.losses.append(loss)
+            if callback is not None:
+                callback(result.n_iter, loss)
+            if not math.isfinite(loss):
+                result.reason = "the loss is not finite"
+                break
+            if float(xp.abs(g).max()) <= self.tolerance_grad:
+                result.converged, result.reason = True, "gradient below tolerance_grad"
+                break
+            if float(xp.abs(d * t).max()) <= self.tolerance_change:
+                result.converged, result.reason = True, "step below tolerance_change"
+                break
+            if abs(loss - loss_prev) < self.tolerance_change:
+                result.converged, result.reason = True, "loss change below tolerance_change"
+                break
+            if result.n_iter >= self.max_iter:
+                result.reason = "max_iter reached"
+                break
+            if result.n_eval >= self.max_eval:
+                result.reason = "max_eval reached"
+                break
+        return result
+
+
+def fit_lbfgs(net, closure, max_iter=100, max_eval=15000, tolerance_grad=1e-7,
+              tolerance_change=None):
+    """One L-BFGS minimization as scikit-learn's solver="lbfgs" runs it (gtol = tol)."""
+    opt = LBFGS(max_iter=max_iter, max_eval=max_eval, tolerance_grad=tolerance_grad,
+                tolerance_change=1e-9 if tolerance_change is None else tolerance_change)
+    return opt.minimize(net, closure)
+
+
+def fit_mlp(net, X, Y, loss="mse", optimizer="lbfgs", lr=None, epochs=100, l1=0.0, l2=0.0,
+            validation_data=None, standardize=False, verbose=False):
+    """``MLP.fit`` with L-BFGS: full batch, one epoch = one L-BFGS iteration (its line search
+    may evaluate the loss several times). ``optimizer``: "lbfgs" (lr = 1, ``epochs``
+    iterations) or an ``LBFGS`` (its own lr and max_iter). Returns a History."""
+    from . import _checks
+    from .train import History, NonFiniteLossError, _count, gradient_kernels, step_loss
+    loss = _checks.check_loss(loss)
+    epochs = _count(epochs, "epochs", 0)
+    l1 = _checks.check_rate(l1, "l1")
+    l2 = _checks.check_rate(l2, "l2")
+    opt = optimizer if isinstance(optimizer, LBFGS) else LBFGS(max_iter=max(epochs, 1))
+    history = History()
+    with net._lock:
+        standardizer = None
+        if standardize:
+            from .standardize import Standardizer
+            standardizer = Standardizer().fit(_checks.check_inputs(X, net.layers[0]))
+        X_dev = net._input(X, standardizer)
+        Y_dev = net._target(Y, X_dev.shape[0], loss)
+        X_val = Y_val = None
+        if validation_data is not None:
+            X_val = net._input(validation_data[0], standardizer)
+            Y_val = net._target(validation_data[1], X_val.shape[0], loss)
+        if standardizer is not None:
+            net.standardizer = standardizer
+        if epochs == 0 and not isinstance(optimizer, LBFGS):
+            return history
+
+        def closure():
+            return step_loss(gradient_kernels(net, X_dev, Y_dev, loss, l1, l2))
+
+        def callback(iteration, value):
+            history.loss.append(value)
+            history.lr.append(opt.lr)
+            if X_val is not None:
+                val, _ = net.backend.loss(loss, net.forward(X_val), Y_val)
+                history.val_loss.append(float(val))
+            if verbose:
+                print(f"lbfgs iteration {iteration}: loss {value:.6g}")
+
+        result = opt.minimize(net, closure, callback=callback)
+        if result.reason == "the loss is not finite":
+            raise NonFiniteLossError(f"the loss is {result.loss} in L-BFGS iteration "
+                                     f"{result.n_iter}")
+    history.stopped_epoch = result.n_iter
+    history.lbfgs = result
+    return history

@@ -1,0 +1,97 @@
+"""L-BFGS: exact on a convex problem, strong-Wolfe steps, agrees with scipy, after Adam."""
+
+import numpy as np
+import pytest
+
+import backprop as bp
+from backprop.lbfgs import LBFGS
+from backprop.train import gradient_kernels, step_loss
+
+BACKENDS = [b for b in ("numpy", "cpu") if b in bp.available_backends()]
+
+
+def _linear_problem(n=80, p=5, k=2, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, p))
+    Y = X @ rng.normal(size=(p, k)) + 0.3 + 0.1 * rng.normal(size=(n, k))
+    return X, Y
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_linear_least_squares_exact(backend):
+    X, Y = _linear_problem()
+    net = bp.MLP([5, 2], backend=backend, dtype="float64", seed=0)
+    opt = LBFGS(max_iter=100, tolerance_grad=1e-10, tolerance_change=1e-15)
+    history = net.fit(X, Y, loss="mse", optimizer=opt)
+    A = np.hstack([X, np.ones((len(X), 1))])
+    coef = np.linalg.lstsq(A, Y, rcond=None)[0]
+    np.testing.assert_allclose(net.weights[0], coef[:-1], atol=1e-6)
+    np.testing.assert_allclose(net.biases[0], coef[-1], atol=1e-6)
+    assert history.lbfgs.converged and history.epochs == history.lbfgs.n_iter <= 100
+
+
+def test_strong_wolfe_holds_at_every_step():
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(64, 2))
+    Y = np.sin(X[:, :1]) * np.cos(X[:, 1:])
+    net = bp.MLP([2, 16, 16, 1], activation="tanh", backend="numpy", dtype="float64", seed=0)
+    opt = LBFGS(max_iter=60)
+    net.fit(X, Y, loss="mse", optimizer=opt)
+    assert len(opt.steps) > 10
+    c1, c2 = 1e-4, 0.9
+    for f, gtd, t, f_new, gtd_new in opt.steps:
+        assert gtd < 0 and t > 0
+        assert f_new <= f + c1 * t * gtd + 1e-15
+        assert abs(gtd_new) <= c2 * abs(gtd) + 1e-15
+
+
+def test_same_minimum_as_scipy():
+    scipy_optimize = pytest.importorskip("scipy.optimize")
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(120, 4))
+    labels = (X @ rng.normal(size=(4, 3))).argmax(1)
+    labels[:10] = rng.integers(0, 3, size=10)  # not separable: a finite minimum
+    l2 = 0.1
+    net = bp.MLP([4, 3], backend="numpy", dtype="float64", seed=0)
+    start = net.weights, net.biases
+
+    def f(theta):
+        net.set_params([theta[:12].reshape(4, 3)], [theta[12:]])
+        value = step_loss(gradient_kernels(net, net._input(X), net._target(labels, 120, "cross_entropy"),
+                                           "cross_entropy", 0.0, l2))
+        return value, np.concatenate([net.grads[0].ravel(), net.grads[1].ravel()])
+
+    theta0 = np.concatenate([start[0][0].ravel(), start[1][0]])
+    ref = scipy_optimize.minimize(f, theta0, jac=True, method="L-BFGS-B",
+                                  options={"gtol": 1e-10, "ftol": 1e-15, "maxiter": 500})
+    net.set_params(*start)
+    net.fit(X, labels, loss="cross_entropy", optimizer=LBFGS(max_iter=500, tolerance_grad=1e-10,
+                                                             tolerance_change=1e-14), l2=l2)
+    mine = np.concatenate([net.weights[0].ravel(), net.biases[0]])
+    np.testing.assert_allclose(f(mine)[0], ref.fun, rtol=1e-9)
+    np.testing.assert_allclose(mine, ref.x, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_adam_then_lbfgs(backend):
+    rng = np.random.default_rng(3)
+    X = rng.uniform(-1, 1, size=(100, 1))
+    Y = np.sin(3 * X)
+    net = bp.MLP([1, 20, 20, 1], backend=backend, dtype="float64", seed=0)
+    adam = net.fit(X, Y, optimizer="adam", lr=1e-2, epochs=200)
+    lbfgs = net.fit(X, Y, optimizer="lbfgs", epochs=200)
+    assert lbfgs.loss[-1] < adam.loss[-1] / 10
+    assert all(b <= a for a, b in zip(lbfgs.loss, lbfgs.loss[1:]))
+
+
+def test_bad_options():
+    with pytest.raises(ValueError):
+        LBFGS(history_size=0)
+    with pytest.raises(ValueError):
+        LBFGS(line_search="armijo")
+    assert bp.optim.LBFGS is LBFGS
+    net = bp.MLP([1, 1], backend="numpy")
+    for option in (dict(batch_size=4), dict(lr_schedule=lambda e: 1.0), dict(dropout=0.0) and
+                   dict(clip_grad_norm=1.0), dict(checkpoint="x.npz")):
+        with pytest.raises(ValueError, match="lbfgs"):
+            net.fit(np.zeros((4, 1)), np.zeros((4, 1)), optimizer="lbfgs", **option)
