@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 
 import numpy as np
 
@@ -46,19 +45,8 @@ def save(path, net, trainer, order_rng, epoch, history, best=None, schedule=None
     if net.standardizer is not None:
         arrays["standardizer_mean"] = net.standardizer.mean
         arrays["standardizer_scale"] = net.standardizer.scale
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".backprop-ckpt-", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    from .model import write_npz_atomically
+    write_npz_atomically(path, arrays, prefix=".backprop-ckpt-")
 
 
 def load(path):

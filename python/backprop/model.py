@@ -57,6 +57,24 @@ class Workspace:
         return self.D
 
 
+def write_npz_atomically(path, arrays, prefix=".backprop-"):
+    """Writes ``arrays`` to ``path`` (.npz) atomically: a temporary file in the same folder,
+    flushed to disk, then renamed into place; a failure leaves no partial file behind."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
 class MLP:
     """A dense network F = act_out(H_L), H_{l+1} = A_l W_l + b_l, A_{l+1} = act(H_{l+1}), A_0 = X.
 
@@ -393,19 +411,7 @@ class MLP:
         if standardizer is not None:
             arrays["standardizer_mean"] = standardizer.mean
             arrays["standardizer_scale"] = standardizer.scale
-        path = os.fspath(path)
-        folder = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=".backprop-", suffix=".tmp", dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        write_npz_atomically(path, arrays)
 
     @classmethod
     def load(cls, path, backend="numpy", dtype=None):
