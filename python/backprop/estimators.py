@@ -25,6 +25,18 @@ minibatches is one native call for the full batches and one for the smaller last
 The gradient of the weighted loss is taken by scaling the rows of G = dL/dF by w_i / Σ w,
 then the ordinary backward pass. ``loss_curve_`` reports scikit-learn's value, whose squared
 error is also averaged over the outputs (the two agree for one output).
+
+``comm=`` (an mpi4py communicator) fits data-parallel over MPI, shard "take": every rank passes
+the whole X, y (and sample_weight) and computes on its contiguous part of the training rows.
+The ranks first agree (one allgather: every rank's check result, a digest of the data and the
+parameters; rank 0's seed when random_state is None), the parameters are broadcast from rank 0,
+then every step reduces [gradient, loss] with ONE Allreduce (``_ReducedSteps``; the kernel path,
+never the fused epochs) and every rank applies the same update. The epoch loss, the stopping
+rule and early stopping (the same split on every rank from the shared generator; the score on
+the whole validation set, which every rank holds, without communication) are the same on every
+rank. solver="lbfgs" reduces the full-batch gradient and loss inside its closure. An error
+before the agreement is raised on every rank; one after it aborts every rank
+(``backprop.distributed.guard_fit``). ``clone`` passes ``comm`` on by reference.
 """
 
 from __future__ import annotations
@@ -671,7 +683,8 @@ class _ReducedSteps:
     [lo, hi) of the training rows. For a batch B with weights w_i and S = Σ_{i∈B} w_i, the
     objective is L = Σ_{i∈B} (w_i/S) ℓ_i, so
 
-        ∇L = Σ_r Σ_{i∈B∩r} (w_i/S) ∇ℓ_i = Σ_r (S_r/S) g_r,   g_r = Σ_{i∈B∩r} (w_i/S_r) ∇ℓ_i,
+        ∇L = Σ_r Σ_{i∈B∩r} (w_i/S) ∇ℓ_i = Σ_r (S_r/S) g_r,
+        g_r = Σ_{i∈B∩r} (w_i/S_r) ∇ℓ_i,   S_r = Σ_{i∈B∩r} w_i,
 
     i.e. rank r's weight is S_r/S (its share of the batch's weight; n_r/N with equal weights).
     Each rank runs the kernels with the row weights w_i/S directly (S known to every rank, as

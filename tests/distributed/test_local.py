@@ -90,6 +90,7 @@ def test_estimator_with_one_rank_is_the_plain_fit():
             warnings.simplefilter("ignore")
             for est in ests:
                 est.fit(X, y, sample_weight=w)
-        for a, b in zip(ests[0].coefs_ + ests[0].intercepts_, ests[1].coefs_ + ests[1].intercepts_):
+        a_params = ests[0].coefs_ + ests[0].intercepts_
+        for a, b in zip(a_params, ests[1].coefs_ + ests[1].intercepts_):
             assert np.array_equal(a, b)
         assert ests[0].n_iter_ == ests[1].n_iter_
