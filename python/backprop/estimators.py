@@ -25,6 +25,18 @@ minibatches is one native call for the full batches and one for the smaller last
 The gradient of the weighted loss is taken by scaling the rows of G = dL/dF by w_i / Σ w,
 then the ordinary backward pass. ``loss_curve_`` reports scikit-learn's value, whose squared
 error is also averaged over the outputs (the two agree for one output).
+
+``comm=`` (an mpi4py communicator) fits data-parallel over MPI, shard "take": every rank passes
+the whole X, y (and sample_weight) and computes on its contiguous part of the training rows.
+The ranks first agree (one allgather: every rank's check result, a digest of the data and the
+parameters; rank 0's seed when random_state is None), the parameters are broadcast from rank 0,
+then every step reduces [gradient, loss] with ONE Allreduce (``_ReducedSteps``; the kernel path,
+never the fused epochs) and every rank applies the same update. The epoch loss, the stopping
+rule and early stopping (the same split on every rank from the shared generator; the score on
+the whole validation set, which every rank holds, without communication) are the same on every
+rank. solver="lbfgs" reduces the full-batch gradient and loss inside its closure. An error
+before the agreement is raised on every rank; one after it aborts every rank
+(``backprop.distributed.guard_fit``). ``clone`` passes ``comm`` on by reference.
 """
 
 from __future__ import annotations
@@ -129,7 +141,8 @@ class _BaseMLP(BaseEstimator):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 backend="auto", dtype="float32", dropout=0.0, l1=0.0, standardize=False):
+                 backend="auto", dtype="float32", dropout=0.0, l1=0.0, standardize=False,
+                 comm=None):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -158,6 +171,22 @@ class _BaseMLP(BaseEstimator):
         self.dropout = dropout
         self.l1 = l1
         self.standardize = standardize
+        self.comm = comm
+
+    def __sklearn_clone__(self):
+        """scikit-learn's clone, with ``comm`` passed by reference: a communicator is a handle on
+        a group of processes (copying one is the collective ``Dup``), and mpi4py can deep-copy
+        only the predefined ones (COMM_WORLD, COMM_SELF), not ``Dup``/``Split`` results."""
+        comm = getattr(self, "comm", None)
+        if comm is None:
+            return super().__sklearn_clone__()
+        self.comm = None
+        try:
+            new = super().__sklearn_clone__()
+        finally:
+            self.comm = comm
+        new.comm = comm
+        return new
 
     # ---- parameter checks (at fit, as scikit-learn does) -------------------------------
 
@@ -287,6 +316,13 @@ class _BaseMLP(BaseEstimator):
             self.best_loss_ = None
 
     def _fit(self, X, y, sample_weight, incremental):
+        if self.comm is None:
+            return self._fit_on(X, y, sample_weight, incremental)
+        from .distributed import guard_fit
+        # an error before the ranks agreed is raised on every rank; one after it aborts them all
+        return guard_fit(self._fit_on)(X, y, sample_weight, incremental, comm=self.comm)
+
+    def _fit_on(self, X, y, sample_weight, incremental, comm=None):
         sizes, backend = self._check_params()
         first = not hasattr(self, "model_")
         reset = first or (not self.warm_start and not incremental)
@@ -295,9 +331,17 @@ class _BaseMLP(BaseEstimator):
         w = self._sample_weight(sample_weight, X) * self._class_weights(y)
         if not (w.sum() > 0):
             raise ValueError("sample_weight sums to zero: there is nothing to fit")
+        if not reset and self.model_.layers[-1] != Y.shape[1]:
+            raise ValueError(f"y has {Y.shape[1]} outputs; the fitted model has "
+                             f"{self.model_.layers[-1]}")
+        seed = None
+        if comm is not None:
+            seed = _agree_estimator(self, comm, X, Y, w, reset, incremental)
         if not hasattr(self, "_rng") or reset:
             from numpy.random import RandomState
             rs = self.random_state
+            if rs is None and seed is not None:
+                rs = seed  # rank 0's: every rank draws the same weights, splits and orders
             self._rng = (rs if isinstance(rs, RandomState) else
                          RandomState(rs if rs is not None else None))
         rng = self._rng
@@ -307,13 +351,15 @@ class _BaseMLP(BaseEstimator):
                 from .standardize import Standardizer
                 self.model_.standardizer = Standardizer().fit(X)
             self._optimizer_state = None
-        elif self.model_.layers[-1] != Y.shape[1]:
-            raise ValueError(f"y has {Y.shape[1]} outputs; the fitted model has "
-                             f"{self.model_.layers[-1]}")
+        steps = None
+        if comm is not None:
+            from .distributed import Distributed
+            Distributed(comm).broadcast_params(self.model_)  # the same start on every rank
+            steps = _ReducedSteps(comm, self.model_)
         if self.solver == "lbfgs":
-            self._fit_lbfgs(X, Y, w)
+            self._fit_lbfgs(X, Y, w, steps)
         else:
-            self._fit_stochastic(X, Y, y, w, rng, incremental)
+            self._fit_stochastic(X, Y, y, w, rng, incremental, steps)
         self._export_params()
         return self
 
@@ -333,7 +379,7 @@ class _BaseMLP(BaseEstimator):
         return SGD(self.learning_rate_init / scale, self.momentum,
                    nesterov=bool(self.nesterovs_momentum and self.momentum > 0))
 
-    def _fit_stochastic(self, X, Y, y, w, rng, incremental):
+    def _fit_stochastic(self, X, Y, y, w, rng, incremental, steps=None):
         net = self.model_
         early_stopping = bool(self.early_stopping) and not incremental
         X_val = y_val = w_val = None
@@ -364,7 +410,7 @@ class _BaseMLP(BaseEstimator):
         # the same weight, up to a constant factor `scale` of the loss (see _FusedEpochs)
         fused_loss = self._fused_loss(Y.shape[1])
         fused = None
-        if (fused_loss is not None and not incremental and not dropout
+        if (fused_loss is not None and not incremental and not dropout and steps is None
                 and hasattr(net.backend, "make_trainer") and bool(np.all(w == w[0]))):
             name, scale = fused_loss
             fused = _FusedEpochs(net, name, scale, self._make_optimizer(scale), self.alpha,
@@ -387,6 +433,8 @@ class _BaseMLP(BaseEstimator):
         best = None
         with net._lock:
             Xd, Yd, wd = self._device(X, Y, w)
+            if steps is not None:
+                steps.take(n)  # this rank's rows of the training set: [steps.lo, steps.hi)
             self.n_iter_ = 0
             for _ in range(1 if incremental else self.max_iter):
                 order = rng.permutation(n) if self.shuffle else np.arange(n)
@@ -396,6 +444,12 @@ class _BaseMLP(BaseEstimator):
                                               if self.shuffle else None)
                 for start in range(0, n if fused is None else 0, batch_size):
                     rows = order[start:start + batch_size]
+                    if steps is not None:
+                        reported = steps.step(net, Xd, Yd, w, rows, loss, self.alpha, self.l1,
+                                              trainer)
+                        state.apply(net.backend, net.params, net.grads)
+                        accumulated += reported * len(rows)
+                        continue
                     if self.shuffle:
                         rows_d = net.backend.asarray(rows, np.int64)
                         Xb, Yb, wb = Xd[rows_d], Yd[rows_d], wd[rows_d]
@@ -468,16 +522,23 @@ class _BaseMLP(BaseEstimator):
             self.best_loss_ = self.loss_curve_[-1]
         return best
 
-    def _fit_lbfgs(self, X, Y, w):
+    def _fit_lbfgs(self, X, Y, w, steps=None):
         from .lbfgs import fit_lbfgs
         net = self.model_
         with net._lock:
             Xd, Yd, wd = self._device(X, Y, w)
             loss, alpha, l1 = self._loss, self.alpha, self.l1
             reported = {}
+            if steps is not None:
+                steps.take(X.shape[0])
+                everything = np.arange(X.shape[0])
 
             def closure():
-                value, rep = loss_and_grad(net, Xd, Yd, wd, loss, alpha, l1)
+                if steps is not None:  # the full batch's gradient: one allreduce
+                    value, rep = steps.step(net, Xd, Yd, w, everything, loss, alpha, l1,
+                                            both=True)
+                else:
+                    value, rep = loss_and_grad(net, Xd, Yd, wd, loss, alpha, l1)
                 reported["loss"] = rep
                 return value
 
@@ -574,6 +635,137 @@ def _loss_and_grad_dropout(net, trainer, X, Y, w, loss, alpha, l1):
     return value, reported
 
 
+# ---- data-parallel fitting over MPI (comm=...) -------------------------------------------
+
+def _agree_estimator(est, comm, X, Y, w, reset, incremental):
+    """The input agreement of a distributed estimator fit (backprop.distributed's: one
+    allgather). Every rank must pass the same data (shard "take": compared by a digest of X, Y
+    and the weights) and the same parameters; returns rank 0's seed proposal, used when
+    random_state is None so that every rank draws the same initialization, split and orders."""
+    import hashlib
+
+    from numpy.random import RandomState
+
+    from .distributed import DistributedError, _agree
+
+    digest = hashlib.sha256()
+    for a in (X, Y, w):
+        a = np.ascontiguousarray(a)
+        digest.update(repr((a.shape, str(a.dtype))).encode())
+        digest.update(a.tobytes())
+    params = {k: v for k, v in est.get_params(deep=False).items() if k not in ("comm", "verbose")}
+    rs = params.get("random_state")
+    if isinstance(rs, RandomState):  # its state, not its address
+        params["random_state"] = hashlib.sha256(repr(rs.get_state()).encode()).hexdigest()
+    state = getattr(est, "_rng", None)
+    rng_state = (None if reset or state is None else
+                 hashlib.sha256(repr(state.get_state()).encode()).hexdigest())
+    record = {"parameters": repr(sorted(params.items())), "data": digest.hexdigest(),
+              "rows": X.shape[0], "mode": (bool(reset), bool(incremental)),
+              "generator": rng_state}
+    proposal = int(np.random.SeedSequence().entropy % 2**32)
+    records = _agree(comm, None, (record, proposal))
+    for r, (other, _) in enumerate(records):
+        for key in record:
+            if other[key] != records[0][0][key]:
+                what = {"data": "different data (shard 'take' needs the whole X, y and "
+                                "sample_weight on every rank)",
+                        "rows": "different numbers of rows"}.get(key, f"different {key}")
+                raise DistributedError(f"distributed fit stopped before training: rank {r} was "
+                                       f"given {what} than rank 0")
+    return records[0][1]
+
+
+class _ReducedSteps:
+    """The gradient of the global weighted loss of a batch, from every rank's rows of it.
+
+    Every rank holds all the rows (shard "take") and computes over its contiguous part
+    [lo, hi) of the training rows. For a batch B with weights w_i and S = Σ_{i∈B} w_i, the
+    objective is L = Σ_{i∈B} (w_i/S) ℓ_i, so
+
+        ∇L = Σ_r Σ_{i∈B∩r} (w_i/S) ∇ℓ_i = Σ_r (S_r/S) g_r,
+        g_r = Σ_{i∈B∩r} (w_i/S_r) ∇ℓ_i,   S_r = Σ_{i∈B∩r} w_i,
+
+    i.e. rank r's weight is S_r/S (its share of the batch's weight; n_r/N with equal weights).
+    Each rank runs the kernels with the row weights w_i/S directly (S known to every rank, as
+    every rank holds all the weights), which is (S_r/S) g_r without dividing by S_r (which
+    may be 0). The penalty's gradient (alpha/S) W (+ (l1/S) sign W) depends on the weights
+    only, the same on every rank, so it is added once after the reduction. One flat buffer
+    [dW, db..., objective, reported loss], ONE Allreduce per step (distributed._Transport).
+    """
+
+    def __init__(self, comm, net):
+        from .distributed import _Transport
+        from .distributed import _xp as array_module
+        self.comm, self.rank, self.size = comm, comm.Get_rank(), comm.Get_size()
+        self.grads = net.grads
+        self.xp = array_module(self.grads[0])
+        dtype = self.grads[0].dtype
+        self.S = sum(int(g.size) for g in self.grads) + 2
+        self.send = self.xp.zeros(self.S, dtype)
+        self.recv = self.xp.zeros(self.S, dtype)
+        self.transport = _Transport(comm, self.xp, dtype)
+        self.lo = self.hi = 0
+
+    def take(self, n):
+        """This rank's rows of n: the contiguous [n r / P, n (r+1) / P)."""
+        self.lo, self.hi = n * self.rank // self.size, n * (self.rank + 1) // self.size
+
+    def step(self, net, Xd, Yd, w, rows, loss, alpha, l1, trainer=None, both=False):
+        """The reduced gradient of the batch ``rows`` (global indices) into net.grads; returns
+        the reported loss (with ``both``: (objective, reported)), the same on every rank."""
+        from .train import NonFiniteLossError
+        rows = np.asarray(rows)
+        sw_sum = float(np.sum(w[rows], dtype=np.float64))
+        mine = (rows >= self.lo) & (rows < self.hi)
+        pos = np.nonzero(mine)[0]
+        masks = trainer.masks(len(rows)) if trainer is not None else None  # the whole batch's
+        value = reported = 0.0
+        if len(pos):
+            local = rows[pos]
+            idx = net.backend.asarray(local, np.int64) if self.xp is not np else local
+            Xb, Yb = Xd[idx], Yd[idx]
+            wn = net.backend.asarray(w[local] / sw_sum, net.dtype)
+            if masks is not None:
+                p = net.backend.asarray(pos, np.int64) if self.xp is not np else pos
+                masks = [None if M is None else M[p] for M in masks]
+            ws = net._workspace(Xb.shape[0])
+            if masks is not None:
+                ws.dropout_buffers(net.backend, net.layers, net.dtype)
+                F = net._forward(Xb, ws, masks)
+            else:
+                F = net._forward(Xb, ws)
+            value, reported = loss(F, Yb, wn, ws.G[-1])
+            if masks is not None:
+                net._backward(Xb, ws, masks)
+            else:
+                net._backward(Xb, ws)
+        o = 0
+        for g in self.grads:
+            view = self.send[o:o + g.size].reshape(g.shape)
+            if len(pos):
+                view[...] = g
+            else:
+                view[...] = 0
+            o += g.size
+        self.send[o], self.send[o + 1] = value, reported
+        self.transport.allreduce(self.send, self.recv)
+        o = 0
+        for g in self.grads:
+            g[...] = self.recv[o:o + g.size].reshape(g.shape)
+            o += g.size
+        value, reported = float(self.recv[o]), float(self.recv[o + 1])
+        if alpha or l1:
+            for W, dW in zip(net._W, net._dW):
+                p = float(net.backend._weight_penalty(W, dW, l1 / sw_sum, alpha / sw_sum))
+                value += p
+                reported += p
+        if not np.isfinite(reported):  # on every rank alike: raised together, no abort
+            raise NonFiniteLossError(f"the loss became {reported}; try a smaller "
+                                     "learning_rate_init")
+        return (value, reported) if both else reported
+
+
 class MLPRegressor(RegressorMixin, _BaseMLP):
     """A multi-layer perceptron regressor (squared error), scikit-learn's parameters.
 
@@ -645,7 +837,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
                  class_weight=None, backend="auto", dtype="float32", dropout=0.0, l1=0.0,
-                 standardize=False):
+                 standardize=False, comm=None):
         super().__init__(hidden_layer_sizes, activation, solver=solver, alpha=alpha,
                          batch_size=batch_size, learning_rate=learning_rate,
                          learning_rate_init=learning_rate_init, power_t=power_t,
@@ -655,7 +847,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                          validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
                          epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun,
                          backend=backend, dtype=dtype, dropout=dropout, l1=l1,
-                         standardize=standardize)
+                         standardize=standardize, comm=comm)
         self.class_weight = class_weight
 
     @property

@@ -3,6 +3,9 @@
 MODE "scenarios": every scenario of scenarios.py, parameters and history saved per rank.
 MODE "raise": rank 1 raises in the middle of fit (every rank must exit, non-zero, quickly).
 MODE "bad_input": rank 1 passes targets of the wrong width (every rank must raise the message).
+MODE "estimators": the estimator scenarios (MLPRegressor/MLPClassifier with comm), saved per rank.
+MODE "estimator_bad": rank 1's X has a NaN (every rank must raise, no training).
+MODE "estimator_data": rank 1 passes different y (every rank must raise DistributedError).
 MODE "misaligned": reduction="fixed" with shards that cut a block (every rank must raise).
 """
 
@@ -70,6 +73,34 @@ elif mode == "misaligned":
     try:
         fit(net, np.zeros((n, 4)), np.zeros((n, 3)), epochs=2, comm=comm, shard="given",
             reduction="fixed", grad_blocks=2)
+    except Exception as exc:
+        print(f"rank {rank} raised {type(exc).__name__}: {exc}", flush=True)
+        sys.exit(3)
+elif mode == "estimators":
+    from tests.distributed.scenarios import ESTIMATORS, run_estimator
+    saved = {}
+    for name in ESTIMATORS:
+        est = run_estimator(name, comm)
+        for l, (W, b) in enumerate(zip(est.coefs_, est.intercepts_)):
+            saved[f"{name}/W{l}"], saved[f"{name}/b{l}"] = W, b
+        saved[f"{name}/loss_curve"] = np.asarray(est.loss_curve_)
+        saved[f"{name}/n_iter"] = np.asarray(est.n_iter_)
+        saved[f"{name}/validation_scores"] = np.asarray(est.validation_scores_ or [])
+        if hasattr(est, "classes_"):
+            saved[f"{name}/classes"] = est.classes_
+    np.savez(os.path.join(out, f"rank{rank}.npz"), **saved)
+elif mode in ("estimator_bad", "estimator_data"):
+    import backprop as bp
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(20, 3)), rng.normal(size=20)
+    if rank == 1:
+        if mode == "estimator_bad":
+            X[4, 1] = np.nan
+        else:
+            y = y + 1.0
+    try:
+        bp.MLPRegressor((5,), dtype="float64", max_iter=3, random_state=0, comm=comm).fit(X, y)
+        print(f"rank {rank} fit returned", flush=True)
     except Exception as exc:
         print(f"rank {rank} raised {type(exc).__name__}: {exc}", flush=True)
         sys.exit(3)

@@ -105,3 +105,53 @@ def run_trainer(comm=None, rank=0, size=1):
     b_lo, b_hi = 20 * rank // size, 20 * (rank + 1) // size  # the batch: global rows 0..19
     trainer.step(X[b_lo:b_hi], Y[b_lo:b_hi])
     return net
+
+
+# ---- the scikit-learn estimators with comm (shard "take": every rank passes all the rows) ----
+
+ESTIMATORS = {
+    "reg_adam_weights": dict(kind="reg", solver="adam", alpha=1e-3, batch_size=16, max_iter=6,
+                             weights=True),
+    "reg_sgd_early": dict(kind="reg", solver="sgd", learning_rate_init=0.05, batch_size=8,
+                          max_iter=25, early_stopping=True, n_iter_no_change=2, tol=1e-2),
+    "reg_dropout_l1": dict(kind="reg", solver="adam", dropout=0.2, l1=1e-3, batch_size=16,
+                           max_iter=4, weights=True),
+    "reg_lbfgs": dict(kind="reg", solver="lbfgs", alpha=1e-2, max_iter=15, weights=True),
+    "clf_strings": dict(kind="clf", solver="adam", batch_size=16, max_iter=6, classes=3),
+    "clf_binary_weights": dict(kind="clf", solver="sgd", learning_rate_init=0.1, batch_size=8,
+                               max_iter=5, classes=2, weights=True),
+    "reg_noseed": dict(kind="reg", solver="adam", batch_size=16, max_iter=3, random_state=None),
+}
+
+
+def estimator_data(name):
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(N, P0))
+    options = ESTIMATORS[name]
+    if options["kind"] == "reg":
+        y = X @ rng.normal(size=P0) + 0.1 * rng.normal(size=N)
+    else:
+        y = np.array(["apple", "banana", "cherry"])[rng.integers(0, options["classes"], N)]
+    w = rng.uniform(0.2, 2.0, N) if options.get("weights") else None
+    w = None if w is None else np.where(np.arange(N) % 7 == 0, 0.0, w)  # some zero weights
+    return X, y, w
+
+
+def run_estimator(name, comm=None):
+    """One estimator fit of a scenario (float64); with comm, on every rank's copy of the data."""
+    import warnings
+
+    import backprop as bp
+
+    options = dict(ESTIMATORS[name])
+    kind = options.pop("kind")
+    options.pop("classes", None)
+    options.pop("weights", None)
+    options.setdefault("random_state", 0)
+    X, y, w = estimator_data(name)
+    cls = bp.MLPRegressor if kind == "reg" else bp.MLPClassifier
+    est = cls((9, 6), activation="tanh", dtype="float64", comm=comm, **options)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ConvergenceWarning: these fits are short on purpose
+        est.fit(X, y, sample_weight=w)
+    return est

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from backprop.distributed import LocalComm
 from backprop.train import Trainer, fit
 
 from .scenarios import run
@@ -49,3 +50,47 @@ def test_argument_checks():
         Trainer(net, "mse", reduction="fixed", grad_blocks=0)
     with pytest.raises(ValueError, match="transport"):
         Trainer(net, "mse", reduction="fixed", transport="carrier-pigeon")
+
+
+class _Uncopyable(LocalComm):
+    """Like a Dup'd mpi4py communicator: cannot be deep-copied or pickled."""
+
+    def __deepcopy__(self, memo):
+        raise ValueError("cannot serialize")
+
+
+def test_estimator_comm_is_a_parameter_and_clone_keeps_it():
+    pytest.importorskip("sklearn")
+    from sklearn.base import clone
+
+    import backprop as bp
+    comm = _Uncopyable()
+    for cls in (bp.MLPRegressor, bp.MLPClassifier):
+        est = cls((4,), comm=comm, max_iter=3)
+        assert est.get_params()["comm"] is comm
+        copy = clone(est)
+        assert copy.comm is comm and est.comm is comm and copy.max_iter == 3
+        assert clone(cls((4,))).comm is None
+
+
+def test_estimator_with_one_rank_is_the_plain_fit():
+    """comm with one rank (the distributed step, one allreduce per step on LocalComm): the
+    parameters of the plain fit, here bit for bit (one rank sums the same terms)."""
+    import warnings
+
+    import backprop as bp
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(41, 3))
+    y = X @ rng.normal(size=3)
+    w = rng.uniform(0.5, 2.0, 41)
+    for solver in ("adam", "lbfgs"):
+        ests = [bp.MLPRegressor((5,), solver=solver, dtype="float64", max_iter=4, batch_size=8,
+                               alpha=1e-3, random_state=1, comm=c) for c in (None, LocalComm())]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for est in ests:
+                est.fit(X, y, sample_weight=w)
+        a_params = ests[0].coefs_ + ests[0].intercepts_
+        for a, b in zip(a_params, ests[1].coefs_ + ests[1].intercepts_):
+            assert np.array_equal(a, b)
+        assert ests[0].n_iter_ == ests[1].n_iter_
