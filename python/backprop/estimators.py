@@ -322,6 +322,12 @@ class _BaseMLP(BaseEstimator):
         # an error before the ranks agreed is raised on every rank; one after it aborts them all
         return guard_fit(self._fit_on)(X, y, sample_weight, incremental, comm=self.comm)
 
+    @property
+    def _logs(self):
+        """Whether this estimator prints its progress: ``verbose``, and with ``comm`` rank 0 only."""
+        comm = getattr(self, "comm", None)
+        return bool(self.verbose) and (comm is None or comm.Get_rank() == 0)
+
     def _fit_on(self, X, y, sample_weight, incremental, comm=None):
         sizes, backend = self._check_params()
         first = not hasattr(self, "model_")
@@ -471,7 +477,7 @@ class _BaseMLP(BaseEstimator):
                 self.loss_ = accumulated / n
                 self.t_ += n
                 self.loss_curve_.append(self.loss_)
-                if self.verbose:
+                if self._logs:
                     print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
                 best = self._update_no_improvement_count(early_stopping, X_val, y_val, w_val, best)
                 if self.solver == "sgd" and self.learning_rate == "invscaling":
@@ -481,11 +487,11 @@ class _BaseMLP(BaseEstimator):
                     if self.solver == "sgd" and self.learning_rate == "adaptive" \
                             and optimizer.lr * lr_scale > 1e-6:
                         optimizer.lr /= 5.0
-                        if self.verbose:
+                        if self._logs:
                             print("Setting learning rate to %f" % (optimizer.lr * lr_scale))
                         self._no_improvement_count = 0
                     else:
-                        if self.verbose:
+                        if self._logs:
                             what = ("Validation score" if early_stopping else "Training loss")
                             print(f"{what} did not improve more than tol={self.tol:f} for "
                                   f"{self.n_iter_no_change} consecutive epochs. Stopping.")
@@ -504,7 +510,7 @@ class _BaseMLP(BaseEstimator):
         if early_stopping:
             score = self._score_raw(X_val, y_val, w_val)
             self.validation_scores_.append(score)
-            if self.verbose:
+            if self._logs:
                 print("Validation score: %f" % score)
             if score < self.best_validation_score_ + self.tol:
                 self._no_improvement_count += 1

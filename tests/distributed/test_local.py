@@ -94,3 +94,29 @@ def test_estimator_with_one_rank_is_the_plain_fit():
         for a, b in zip(a_params, ests[1].coefs_ + ests[1].intercepts_):
             assert np.array_equal(a, b)
         assert ests[0].n_iter_ == ests[1].n_iter_
+
+
+def test_estimator_progress_is_printed_by_rank_0_only(capsys):
+    """Logs from rank 0 only: a rank-1 stand-in communicator prints nothing with verbose=True."""
+    import numpy as np
+
+    import backprop as bp
+
+    class Rank(object):
+        def __init__(self, rank):
+            self.rank = rank
+
+        def Get_rank(self):
+            return self.rank
+
+    X, y = np.random.default_rng(0).normal(size=(20, 3)), np.arange(20.0)
+    est = bp.MLPRegressor(hidden_layer_sizes=(4,), max_iter=2, verbose=True, backend="numpy")
+    for rank, printed in ((0, True), (1, False)):
+        est.comm = Rank(rank)
+        assert est._logs is printed
+    est.comm = None
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est.fit(X, y)
+    assert "Iteration 1, loss" in capsys.readouterr().out
