@@ -181,3 +181,77 @@ class NumpyBackend(HostMemory, Backend):
         m_hat = m / (1 - beta1 ** step)
         v_hat = v / (1 - beta2 ** step)
         param -= (lr * m_hat / (np.sqrt(v_hat) + eps)).astype(param.dtype, copy=False)
+
+    # ---- derivatives with respect to the inputs (Taylor mode) -------------------------
+
+    # σ1, σ2, σ3 = act'(H), act''(H), act'''(H), written from the output A = act(H)
+    #   tanh      σ1 = 1 - A²       σ2 = -2 A σ1        σ3 = σ1 (6A² - 2)
+    #   sigmoid   σ1 = A (1 - A)    σ2 = σ1 (1 - 2A)    σ3 = σ1 (1 - 6A + 6A²)
+    #   identity  1, 0, 0;   relu, leaky_relu: σ1 piecewise, σ2 = σ3 = 0
+    @staticmethod
+    def _taylor_derivatives(A, activation):
+        if activation == "tanh":
+            s1 = 1 - A * A
+            return s1, -2 * A * s1, s1 * (6 * A * A - 2)
+        if activation == "sigmoid":
+            s1 = A * (1 - A)
+            return s1, s1 * (1 - 2 * A), s1 * (1 - 6 * A + 6 * A * A)
+        zero = np.zeros((), A.dtype)
+        if activation == "relu":
+            return (A > 0).astype(A.dtype), zero, zero
+        if activation == "leaky_relu":
+            return np.where(A > 0, 1.0, LEAKY_SLOPE).astype(A.dtype), zero, zero
+        return np.ones((), A.dtype), zero, zero  # identity
+
+    # Per layer (streams k1 x n x p, k2 x n x p; pairs (a, c) index the first-derivative streams):
+    #   H = A W + b,  Ḣ_a = Ȧ_a W,  Ḧ_q = Ä_q W
+    #   A' = act(H),  Ȧ'_a = σ1 ⊙ Ḣ_a,  Ä'_q = σ2 ⊙ Ḣ_a ⊙ Ḣ_c + σ1 ⊙ Ḧ_q      (q = (a, c))
+    # from A_0 = X, Ȧ_a = e_{first[a]} (one-hot rows), Ä_q = 0.
+    def _taylor_forward(self, Ws, bs, activations, saved):
+        As, dAs, d2As = saved.As, saved.dAs, saved.d2As
+        dAs[0][...] = 0
+        for a, i in enumerate(saved.first):
+            dAs[0][a, :, i] = 1
+        d2As[0][...] = 0
+        for l, (W, b, act) in enumerate(zip(Ws, bs, activations)):
+            H = As[l] @ W + b
+            dH = dAs[l] @ W                                   # k1 x n x p'
+            d2H = d2As[l] @ W                                 # k2 x n x p'
+            self._activation_forward(H, act, As[l + 1])
+            s1, s2, _ = self._taylor_derivatives(As[l + 1], act)
+            dAs[l + 1][...] = s1 * dH
+            for q, (a, c) in enumerate(saved.second):
+                d2As[l + 1][q] = s2 * dH[a] * dH[c] + s1 * d2H[q]
+
+    # Per layer, from the last (G_A, Ġ_a, G̈_q: the gradients at A', Ȧ'_a, Ä'_q):
+    #   G̈H_q = σ1 ⊙ G̈_q
+    #   ĠH_a = σ1 ⊙ Ġ_a + Σ_{q=(a,c)} σ2 ⊙ Ḣ_c ⊙ G̈_q + Σ_{q=(c,a)} σ2 ⊙ Ḣ_c ⊙ G̈_q
+    #   GH   = σ1 ⊙ G_A + Σ_a σ2 ⊙ Ḣ_a ⊙ Ġ_a + Σ_q (σ3 ⊙ Ḣ_a ⊙ Ḣ_c + σ2 ⊙ Ḧ_q) ⊙ G̈_q
+    #   dW   = Aᵀ GH + Σ_a Ȧ_aᵀ ĠH_a + Σ_q Ä_qᵀ G̈H_q                p x p'
+    #   db   = 1ᵀ GH                                                 p'
+    #   G_A ← GH Wᵀ,  Ġ_a ← ĠH_a Wᵀ,  G̈_q ← G̈H_q Wᵀ                  (the layer below)
+    def _taylor_backward(self, saved, Ws, activations, G, dG, d2G, dWs, dbs):
+        As, dAs, d2As, pairs = saved.As, saved.dAs, saved.d2As, saved.second
+        GA, dGA, d2GA = G, dG, d2G
+        for l in range(len(Ws) - 1, -1, -1):
+            W, A_out = Ws[l], As[l + 1]
+            s1, s2, s3 = self._taylor_derivatives(A_out, activations[l])
+            dH = dAs[l] @ W
+            d2GH = s1 * d2GA
+            dGH = s1 * dGA
+            GH = s1 * GA + np.sum(s2 * dH * dGA, axis=0)
+            if pairs:
+                d2H = d2As[l] @ W
+                for q, (a, c) in enumerate(pairs):
+                    dGH[a] += s2 * dH[c] * d2GA[q]
+                    dGH[c] += s2 * dH[a] * d2GA[q]
+                    GH += (s3 * dH[a] * dH[c] + s2 * d2H[q]) * d2GA[q]
+            dW = As[l].T @ GH
+            for a in range(dGH.shape[0]):
+                dW += dAs[l][a].T @ dGH[a]
+            for q in range(d2GH.shape[0]):
+                dW += d2As[l][q].T @ d2GH[q]
+            dWs[l][...] = dW
+            self._colsum(GH, dbs[l])
+            if l > 0:
+                GA, dGA, d2GA = GH @ W.T, dGH @ W.T, d2GH @ W.T
