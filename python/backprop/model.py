@@ -393,6 +393,13 @@ class MLP:
         from .tensor.dense import parameters
         return parameters(self)
 
+    def derivatives(self, X, first=(), second=(), names=None):
+        """(u, du..., d2u...): the output and its derivatives w.r.t. the inputs, as Tensors
+        (``.numpy()`` for arrays). ``first``: inputs (indices or names from ``names``);
+        ``second``: pairs of inputs (or strings such as "xt"). See ``bp.tensor.derivatives``."""
+        from .tensor.derivatives import derivatives
+        return derivatives(self, X, first, second, names)
+
     # ---- files ------------------------------------------------------------------------
 
     def save(self, path):

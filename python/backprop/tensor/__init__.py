@@ -12,11 +12,13 @@ its backward beside its forward, and ``backward()`` runs them in reverse. The mo
     ops_linalg       @ (gemm) and einsum
     ops_loss         softmax, log_softmax, sse, mse, cross_entropy, bce
     dense            the dense layer as one node; the MLP as a function of Tensors
+    derivatives      an MLP's derivatives w.r.t. its inputs as one node (Taylor-mode kernels)
 """
 
 from .autograd import backward, grad
 from .core import Tensor, enable_grad, is_grad_enabled, no_grad
 from .dense import dense, forward as mlp_forward, parameters as mlp_parameters
+from .derivatives import derivatives
 from .function import Function
 from .ops_elementwise import (abs, activation, add, astype, cos, div, exp, leaky_relu, log, mul,
                               neg, power, relu, sigmoid, sin, sqrt, sub, tanh)
@@ -26,7 +28,7 @@ from .ops_reduce import broadcast_to, mean, sum, sum_to
 from .ops_shape import concatenate, getitem, index_add, reshape, stack, transpose
 
 __all__ = ["Tensor", "Function", "backward", "grad", "no_grad", "enable_grad", "is_grad_enabled",
-           "dense", "mlp_forward", "mlp_parameters",
+           "dense", "mlp_forward", "mlp_parameters", "derivatives",
            "add", "sub", "mul", "div", "neg", "power", "astype",
            "exp", "log", "sin", "cos", "sqrt", "abs", "tanh", "sigmoid", "relu", "leaky_relu",
            "activation", "einsum", "matmul", "sum", "mean", "broadcast_to", "sum_to",

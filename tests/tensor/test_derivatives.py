@@ -1,0 +1,243 @@
+"""Derivatives of an MLP w.r.t. its inputs (the Taylor-mode kernels and the ``derivatives`` node),
+against float64 central finite differences and against the recorded path
+(``bp.grad(..., create_graph=True)``). The kernels exist on the numpy reference backend only so
+far; on the others the public call raises NotImplementedError naming the kernel."""
+
+import pathlib
+import re
+
+import numpy as np
+import pytest
+
+import backprop as bp
+from backprop.backends import get_backend
+
+SECOND = ((0, 0), (0, 1), (1, 1))
+
+
+def make_net(activation, dtype="float64", backend="numpy", layers=(2, 7, 6, 1), seed=3):
+    return bp.MLP(list(layers), activation=activation, backend=backend, dtype=dtype, seed=seed)
+
+
+def inputs(n=6, d=2, seed=1):
+    return np.random.default_rng(seed).normal(size=(n, d))
+
+
+def fd_first(net, X, i, h=1e-5):
+    E = np.zeros(X.shape[1]); E[i] = h
+    return (net.predict(X + E) - net.predict(X - E)) / (2 * h)
+
+
+def fd_second(net, X, i, j, h=1e-4):
+    Ei = np.zeros(X.shape[1]); Ei[i] = h
+    Ej = np.zeros(X.shape[1]); Ej[j] = h
+    f = net.predict
+    return (f(X + Ei + Ej) - f(X + Ei - Ej) - f(X - Ei + Ej) + f(X - Ei - Ej)) / (4 * h * h)
+
+
+def recorded(net, X, first, second):
+    """u, du..., d2u... by recording the backward pass (output width 1)."""
+    x = bp.Tensor(X, requires_grad=True, backend=net.backend.name, dtype=net.dtype.name)
+    u = net(x)
+    du = bp.grad(u.sum(), x, create_graph=True)
+    cols = {i: du[:, i:i + 1] for i in range(X.shape[1])}
+    d2 = []
+    for i, j in second:
+        g = bp.grad(cols[i].sum(), x, create_graph=True, allow_unused=True)
+        d2.append(g[:, j:j + 1] if g is not None else bp.Tensor(np.zeros((X.shape[0], 1))))
+    return [u] + [cols[i] for i in first] + d2
+
+
+def rel(a, b, floor=1e-30):
+    """max |a - b| relative to the scale of b (at least ``floor``)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.max(np.abs(a - b))) / max(float(np.max(np.abs(b))), floor)
+
+
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid", "identity"])
+def test_first_and_second_derivatives(activation):
+    net, X = make_net(activation), inputs()
+    out = net.derivatives(X, first=(0, 1), second=SECOND)
+    assert len(out) == 1 + 2 + len(SECOND) and all(o.shape == (6, 1) for o in out)
+    assert rel(out[0].numpy(), net.predict(X)) < 1e-14
+    for a, i in enumerate((0, 1)):
+        assert rel(out[1 + a].numpy(), fd_first(net, X, i)) < 1e-8
+    for q, (i, j) in enumerate(SECOND):
+        assert rel(out[3 + q].numpy(), fd_second(net, X, i, j), floor=1.0) < 1e-5
+    for got, ref in zip(out, recorded(net, X, (0, 1), SECOND)):
+        assert rel(got.numpy(), ref.numpy()) < 1e-12
+
+
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu"])
+def test_first_derivatives_through_relu(activation):
+    net, X = make_net(activation), inputs()
+    u, ux, ut = net.derivatives(X, first=(0, 1))
+    assert rel(ux.numpy(), fd_first(net, X, 0)) < 1e-8
+    assert rel(ut.numpy(), fd_first(net, X, 1)) < 1e-8
+    for got, ref in zip((u, ux, ut), recorded(net, X, (0, 1), ())):
+        assert rel(got.numpy(), ref.numpy()) < 1e-12
+
+
+def test_names_and_several_outputs():
+    net = make_net("tanh", layers=(2, 5, 3))
+    X = inputs()
+    by_name = net.derivatives(X, first=("t",), second=("xt", ("t", "t")), names=("x", "t"))
+    by_index = net.derivatives(X, first=(1,), second=((0, 1), (1, 1)))
+    for a, b in zip(by_name, by_index):
+        assert a.shape == (6, 3)
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    # the second derivative d²u/dx dt needs the x stream, which is computed but not returned
+    assert len(by_name) == 4
+    assert rel(by_name[2].numpy(), fd_second(net, X, 0, 1), floor=1.0) < 1e-5
+
+
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid"])
+def test_float32_against_float64(activation):
+    """float32 agrees with float64 to 1e-4 of the scale (first) and 1e-3 (second)."""
+    X = inputs()
+    out32 = make_net(activation, "float32").derivatives(X, first=(0, 1), second=SECOND)
+    out64 = make_net(activation, "float64").derivatives(X, first=(0, 1), second=SECOND)
+    assert all(o.numpy().dtype == np.float32 for o in out32)
+    for k, (a, b) in enumerate(zip(out32, out64)):
+        assert rel(a.numpy(), b.numpy()) < (1e-4 if k < 3 else 1e-3), k
+
+
+def residual_loss(u, ux, uxx):
+    return ((uxx + ux * u - u) ** 2).mean()
+
+
+def node_loss(net, X):
+    u, ux, uxx = net.derivatives(X, first=(0,), second=((0, 0),))
+    return residual_loss(u, ux, uxx)
+
+
+def grads_of(net, loss_fn):
+    params = net.parameters()
+    for p in params:
+        p.zero_grad()
+    L = loss_fn()
+    L.backward()
+    return float(L), [np.array(p.grad) for p in params]
+
+
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid"])
+def test_weight_gradients_of_a_residual(activation):
+    net, X = make_net(activation), inputs()
+    value, g_node = grads_of(net, lambda: node_loss(net, X))
+
+    def recorded_loss():
+        u, ux, uxx = recorded(net, X, (0,), ((0, 0),))
+        return residual_loss(u, ux, uxx)
+
+    value_rec, g_rec = grads_of(net, recorded_loss)
+    assert abs(value - value_rec) <= 1e-12 * abs(value)
+    for a, b in zip(g_node, g_rec):
+        assert rel(a, b) < 1e-10
+    h = 1e-6
+    for p, g in zip(net.parameters(), g_node):
+        v = p.value
+        for idx in list(np.ndindex(v.shape))[::3]:
+            old = v[idx]
+            v[idx] = old + h
+            up = float(node_loss(net, X))
+            v[idx] = old - h
+            down = float(node_loss(net, X))
+            v[idx] = old
+            assert abs((up - down) / (2 * h) - g[idx]) <= 1e-6 * max(1.0, abs(g[idx])), (p.shape, idx)
+
+
+def test_weight_gradients_first_only_through_relu():
+    net, X = make_net("leaky_relu"), inputs()
+
+    def node():
+        u, ux, ut = net.derivatives(X, first=(0, 1))
+        return ((ux * ut + u) ** 2).sum()
+
+    def rec():
+        u, ux, ut = recorded(net, X, (0, 1), ())
+        return ((ux * ut + u) ** 2).sum()
+
+    _, a = grads_of(net, node)
+    _, b = grads_of(net, rec)
+    for x, y in zip(a, b):
+        assert rel(x, y) < 1e-10
+
+
+def test_standardized_inputs_are_differentiated_in_raw_units():
+    net, X = make_net("tanh"), inputs()
+    net.fit(X * [3.0, 0.5] + 1, np.zeros((6, 1)), epochs=1, standardize=True)
+    assert net.standardizer is not None
+    out = net.derivatives(X, first=(0, 1), second=SECOND)
+    assert rel(out[1].numpy(), fd_first(net, X, 0)) < 1e-8
+    for q, (i, j) in enumerate(SECOND):
+        assert rel(out[3 + q].numpy(), fd_second(net, X, i, j), floor=1.0) < 1e-5
+
+
+# ---- bad input -----------------------------------------------------------------------------
+
+def test_an_input_that_does_not_exist():
+    net, X = make_net("tanh"), inputs()
+    with pytest.raises(ValueError, match="input index 2 does not exist"):
+        net.derivatives(X, first=(2,))
+    with pytest.raises(ValueError, match="input index 5 does not exist"):
+        net.derivatives(X, second=((0, 5),))
+    with pytest.raises(ValueError, match="unknown input 'y'"):
+        net.derivatives(X, first=("y",), names=("x", "t"))
+    be = get_backend("numpy")
+    with pytest.raises(ValueError, match="numpy taylor_forward: first: input index 3 does not exist"):
+        be.taylor_forward(X, [np.array(W) for W in net.weights], [np.array(b) for b in net.biases],
+                          net.layer_activations, (3,))
+
+
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu"])
+def test_second_derivatives_through_relu_are_refused(activation):
+    net, X = make_net(activation), inputs()
+    with pytest.raises(ValueError, match=f"second derivatives through {activation} are refused"):
+        net.derivatives(X, first=(0,), second=((0, 0),))
+
+
+def test_mismatched_incoming_gradients():
+    net, X = make_net("tanh"), inputs()
+    be = get_backend("numpy")
+    Ws, bs = [np.array(W) for W in net.weights], [np.array(b) for b in net.biases]
+    F, dF, d2F, saved = be.taylor_forward(X, Ws, bs, net.layer_activations, (0, 1), ((0, 1),))
+    assert dF.shape == (2, 6, 1) and d2F.shape == (1, 6, 1)
+    with pytest.raises(ValueError, match="numpy taylor_backward: G must have shape"):
+        be.taylor_backward(saved, Ws, net.layer_activations, np.ones((5, 1)))
+    with pytest.raises(ValueError, match=r"dG must have shape \(2, 6, 1\)"):
+        be.taylor_backward(saved, Ws, net.layer_activations, np.ones((6, 1)), np.ones((1, 6, 1)))
+    with pytest.raises(ValueError, match=r"d2G must have shape \(1, 6, 1\)"):
+        be.taylor_backward(saved, Ws, net.layer_activations, np.ones((6, 1)), None,
+                           np.ones((2, 6, 1)))
+    with pytest.raises(TypeError, match="saved must be the TaylorSaved"):
+        be.taylor_backward((1, 2), Ws, net.layer_activations, np.ones((6, 1)))
+    dWs, dbs = be.taylor_backward(saved, Ws, net.layer_activations, np.ones((6, 1)))
+    assert [d.shape for d in dWs] == [W.shape for W in Ws]
+
+
+def test_cpu_backend_lacks_the_kernels():
+    """The cpu (and cuda) backends do not implement the Taylor kernels yet: the public call raises
+    NotImplementedError naming the kernel (nothing falls back to numpy)."""
+    net = make_net("tanh", backend="cpu")
+    with pytest.raises(NotImplementedError,
+                       match="backend 'cpu' does not implement kernel 'taylor_forward'"):
+        net.derivatives(inputs(), first=(0,))
+    be = get_backend("cpu")
+    with pytest.raises(NotImplementedError, match="kernel 'taylor_backward'"):
+        be._taylor_backward(None, [], [], None, None, None, [], [])
+
+
+# ---- the README's example ------------------------------------------------------------------
+
+def test_readme_poisson_example():
+    readme = pathlib.Path(__file__).resolve().parents[2] / "README.md"
+    text = readme.read_text()
+    section = text.split("## Physics-informed networks (derivatives with respect to the inputs)")[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    code = code.replace("adam_steps = 3000", "adam_steps = 300").replace(
+        "max_iter=300", "max_iter=30")
+    assert "adam_steps = 300\n" in code and "max_iter=30)" in code
+    scope = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    assert np.isfinite(scope["result"].loss)
+    assert scope["result"].loss < scope["adam_loss"]
