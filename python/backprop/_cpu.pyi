@@ -32,6 +32,17 @@ def sgd_update(param: FloatArray, grad: FloatArray, velocity: Optional[FloatArra
                momentum: float = 0.0, nesterov: bool = False) -> None: ...
 def adam_update(param: FloatArray, grad: FloatArray, m: FloatArray, v: FloatArray, lr: float,
                 beta1: float, beta2: float, eps: float, step: int) -> None: ...
+def taylor_forward(As: Sequence[FloatArray], dAs: Sequence[FloatArray], d2As: Sequence[FloatArray],
+                   Ws: Sequence[FloatArray], bs: Sequence[FloatArray], activations: Sequence[str],
+                   first: Sequence[int], second: Sequence[tuple[int, int]]) -> None:
+    """Writes As[1:], dAs, d2As (As[0] is X): As[l], dAs[l], d2As[l] must be one buffer, in that
+    order (dAs[0], d2As[0] likewise), as base.taylor_forward allocates them."""
+def taylor_backward(As: Sequence[FloatArray], dAs: Sequence[FloatArray], d2As: Sequence[FloatArray],
+                    Ws: Sequence[FloatArray], activations: Sequence[str], first: Sequence[int],
+                    second: Sequence[tuple[int, int]], G: FloatArray, dG: Optional[FloatArray],
+                    d2G: Optional[FloatArray], dWs: Sequence[FloatArray],
+                    dbs: Sequence[FloatArray]) -> None:
+    """Writes dWs and dbs (dG, d2G None: zero)."""
 
 class _Trainer:
     """A dense network's whole training step in one native call, over the model's own buffers.

@@ -1,7 +1,7 @@
 """Derivatives of an MLP w.r.t. its inputs (the Taylor-mode kernels and the ``derivatives`` node),
 against float64 central finite differences and against the recorded path
-(``bp.grad(..., create_graph=True)``). The kernels exist on the numpy reference backend only so
-far; on the others the public call raises NotImplementedError naming the kernel."""
+(``bp.grad(..., create_graph=True)``), and the cpu backend's kernels against the numpy reference.
+cuda does not implement them yet (tests/backends/test_kernels.py checks that it says so)."""
 
 import pathlib
 import re
@@ -215,16 +215,135 @@ def test_mismatched_incoming_gradients():
     assert [d.shape for d in dWs] == [W.shape for W in Ws]
 
 
-def test_cpu_backend_lacks_the_kernels():
-    """The cpu (and cuda) backends do not implement the Taylor kernels yet: the public call raises
-    NotImplementedError naming the kernel (nothing falls back to numpy)."""
-    net = make_net("tanh", backend="cpu")
-    with pytest.raises(NotImplementedError,
-                       match="backend 'cpu' does not implement kernel 'taylor_forward'"):
-        net.derivatives(inputs(), first=(0,))
+# ---- the cpu backend against the numpy reference -------------------------------------------
+
+# (layers, first, second): widths 1, 3, 17, 20; first-only, mixed (0, 1), repeated and no streams
+CPU_CASES = [
+    ((1, 3, 1), (0,), ((0, 0),)),
+    ((2, 17, 20, 1), (0, 1), ((0, 1),)),
+    ((3, 20, 3, 17, 2), (2, 0), ((0, 0), (0, 2), (2, 2))),
+    ((2, 7, 1), (1,), ()),
+    ((2, 3, 1), (), ()),
+]
+TOL = {"float64": 1e-12, "float32": 1e-4}
+
+
+def taylor_problem(layers, first, second, n, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, layers[0])).astype(dtype)
+    Ws = [(rng.normal(size=(p, q)) / np.sqrt(p)).astype(dtype) for p, q in zip(layers, layers[1:])]
+    bs = [rng.normal(size=q).astype(dtype) for q in layers[1:]]
+    G = rng.normal(size=(n, layers[-1])).astype(dtype)
+    dG = rng.normal(size=(len(first), n, layers[-1])).astype(dtype)
+    d2G = rng.normal(size=(len(second), n, layers[-1])).astype(dtype)
+    return X, Ws, bs, G, dG, d2G
+
+
+def run_taylor(backend, acts, first, second, X, Ws, bs, G, dG, d2G):
+    be = get_backend(backend)
+    F, dF, d2F, saved = be.taylor_forward(X, Ws, bs, acts, first, second)
+    dWs, dbs = be.taylor_backward(saved, Ws, acts, G, dG, d2G)
+    return [F, dF, d2F] + list(dWs) + list(dbs)
+
+
+def assert_matches_numpy(got, want, dtype):
+    for k, (a, b) in enumerate(zip(got, want)):
+        assert a.shape == b.shape and a.dtype == b.dtype, k
+        if b.size:
+            assert rel(a, b) <= TOL[dtype], (k, rel(a, b))
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("n", [1, 7, 257])
+@pytest.mark.parametrize("case", range(len(CPU_CASES)))
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid", "identity", "relu", "leaky_relu"])
+def test_cpu_kernels_match_numpy(activation, case, n, dtype):
+    layers, first, second = CPU_CASES[case]
+    if activation in ("relu", "leaky_relu"):
+        second = ()  # refused: first derivatives only
+    acts = [activation] * (len(layers) - 2) + ["identity"]
+    problem = taylor_problem(layers, first, second, n, dtype)
+    want = run_taylor("numpy", acts, first, second, *problem)
+    got = run_taylor("cpu", acts, first, second, *problem)
+    assert_matches_numpy(got, want, dtype)
+    # dG and d2G left out: zero
+    be_np, be_cpu = get_backend("numpy"), get_backend("cpu")
+    X, Ws, bs, G = problem[:4]
+    outs = []
+    for be in (be_np, be_cpu):
+        saved = be.taylor_forward(X, Ws, bs, acts, first, second)[3]
+        outs.append([*sum(be.taylor_backward(saved, Ws, acts, G), [])])
+    assert_matches_numpy(outs[1], outs[0], dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_cpu_kernels_are_bit_reproducible(dtype):
+    """The same call twice, and the inputs at an odd offset inside a larger buffer: the same bits."""
+    layers, first, second = (2, 20, 17, 20, 1), (0, 1), ((0, 0), (0, 1))
+    acts = ["tanh", "sigmoid", "tanh", "identity"]
+    problem = taylor_problem(layers, first, second, 257, dtype)
+
+    def shifted(a):
+        buf = np.empty(a.size + 3, a.dtype)
+        view = buf[1:1 + a.size].reshape(a.shape)
+        view[...] = a
+        return view
+
+    X, Ws, bs, G, dG, d2G = problem
+    moved = (shifted(X), [shifted(W) for W in Ws], [shifted(b) for b in bs], shifted(G),
+             shifted(dG), shifted(d2G))
+    assert moved[0].ctypes.data % 16 != X.ctypes.data % 16 or moved[0].ctypes.data != X.ctypes.data
+    runs = [run_taylor("cpu", acts, first, second, *p) for p in (problem, problem, moved)]
+    for other in runs[1:]:
+        for a, b in zip(runs[0], other):
+            np.testing.assert_array_equal(a.view(f"u{a.itemsize}"), b.view(f"u{b.itemsize}"))
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid", "identity"])
+def test_cpu_derivatives_and_weight_gradients_match_numpy(activation, dtype):
+    """The derivatives node and the weight gradients of a residual on cpu, against numpy."""
+    X = inputs(n=7)
+    nets = {b: make_net(activation, dtype, backend=b, layers=(2, 17, 20, 1)) for b in ("numpy", "cpu")}
+    for a, b in zip(nets["numpy"].parameters(), nets["cpu"].parameters()):
+        np.testing.assert_array_equal(np.asarray(a.value), np.asarray(b.value))
+    out = {b: net.derivatives(X, first=(0, 1), second=SECOND) for b, net in nets.items()}
+    for a, b in zip(out["cpu"], out["numpy"]):
+        assert rel(a.numpy(), b.numpy()) <= TOL[dtype]
+    grads = {b: grads_of(net, lambda net=net: node_loss(net, X)) for b, net in nets.items()}
+    assert abs(grads["cpu"][0] - grads["numpy"][0]) <= TOL[dtype] * abs(grads["numpy"][0])
+    for a, b in zip(grads["cpu"][1], grads["numpy"][1]):
+        assert rel(a, b) <= TOL[dtype]
+
+
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu"])
+def test_cpu_first_derivatives_through_relu_match_numpy(activation):
+    X = inputs(n=257)
+    nets = {b: make_net(activation, backend=b, layers=(2, 20, 3, 1)) for b in ("numpy", "cpu")}
+    out = {b: net.derivatives(X, first=(0, 1)) for b, net in nets.items()}
+    for a, b in zip(out["cpu"], out["numpy"]):
+        assert rel(a.numpy(), b.numpy()) <= 1e-12
+
+    def loss(net):
+        u, ux, ut = net.derivatives(X, first=(0, 1))
+        return ((ux * ut + u) ** 2).sum()
+
+    grads = {b: grads_of(net, lambda net=net: loss(net)) for b, net in nets.items()}
+    for a, b in zip(grads["cpu"][1], grads["numpy"][1]):
+        assert rel(a, b) <= 1e-12
+
+
+def test_cpu_refuses_streams_that_are_not_one_buffer():
+    """The native kernels multiply a layer's streams in one product: the saved arrays must be the
+    views taylor_forward allocated."""
+    from backprop.backends.base import TaylorSaved
     be = get_backend("cpu")
-    with pytest.raises(NotImplementedError, match="kernel 'taylor_backward'"):
-        be._taylor_backward(None, [], [], None, None, None, [], [])
+    X, Ws, bs, G, dG, d2G = taylor_problem((2, 3, 1), (0,), (), 5, "float64")
+    saved = be.taylor_forward(X, Ws, bs, ["tanh", "identity"], (0,))[3]
+    loose = TaylorSaved(saved.As, [d.copy() for d in saved.dAs], saved.d2As, saved.first,
+                        saved.second)
+    with pytest.raises(ValueError, match="not one buffer"):
+        be.taylor_backward(loose, Ws, ["tanh", "identity"], G)
 
 
 # ---- the README's example ------------------------------------------------------------------

@@ -73,9 +73,10 @@ KERNELS = (
     "taylor_forward", "taylor_backward",
 )
 COMPUTE_KERNELS = KERNELS[KERNELS.index("gemm"):]
-# Kernels only the numpy reference implements so far: on the other backends the public kernel
-# checks its arguments and then raises NotImplementedError naming the kernel and the backend.
-REFERENCE_ONLY_KERNELS = ("taylor_forward", "taylor_backward")
+# Kernels that some backends do not implement yet, by backend: there the public kernel checks its
+# arguments and then raises NotImplementedError naming the kernel and the backend. The Taylor-mode
+# kernels run on numpy (the reference) and cpu; cuda does not have them yet.
+MISSING_KERNELS = {"cuda": ("taylor_forward", "taylor_backward")}
 
 
 class TaylorSaved(NamedTuple):
@@ -83,7 +84,10 @@ class TaylorSaved(NamedTuple):
 
     As[l]: n x p_l (As[0] is X), dAs[l]: k1 x n x p_l, d2As[l]: k2 x n x p_l, for l = 0..L;
     ``first`` the k1 input indices of the streams, ``second`` the k2 pairs (a, c) of positions
-    in ``first`` (not input indices) of the second-derivative streams."""
+    in ``first`` (not input indices) of the second-derivative streams. ``taylor_forward`` makes
+    As[l], dAs[l], d2As[l] (l >= 1) views of one (1 + k1 + k2) x n x p_l buffer, in that order,
+    and dAs[0], d2As[0] views of one (k1 + k2) x n x p_0 buffer, so that a backend can multiply
+    all of a layer's streams by W in one product (the cpu backend relies on it)."""
     As: list
     dAs: list
     d2As: list
@@ -397,9 +401,12 @@ class Backend:
         n, L = X.shape[0], len(Ws)
         k1, k2 = len(first), len(pairs)
         widths = [X.shape[1]] + [W.shape[1] for W in Ws]
-        As = [X] + [args.output(f"A_{l}", None, (n, widths[l])) for l in range(1, L + 1)]
-        dAs = [self.empty((k1, n, p), args.dtype) for p in widths]
-        d2As = [self.empty((k2, n, p), args.dtype) for p in widths]
+        # one buffer per layer: [A; Ȧ_1..Ȧ_k1; Ä_1..Ä_k2] (the input's: [Ȧ; Ä], As[0] is X)
+        stacks = [self.empty((k1 + k2, n, widths[0]), args.dtype)]
+        stacks += [args.output(f"A_{l}", None, (1 + k1 + k2, n, widths[l])) for l in range(1, L + 1)]
+        As = [X] + [S[0] for S in stacks[1:]]
+        dAs = [stacks[0][:k1]] + [S[1:1 + k1] for S in stacks[1:]]
+        d2As = [stacks[0][k1:]] + [S[1 + k1:] for S in stacks[1:]]
         saved = TaylorSaved(As, dAs, d2As, first, pairs)
         self._taylor_forward(Ws, bs, activations, saved)
         return As[L], dAs[L], d2As[L], saved

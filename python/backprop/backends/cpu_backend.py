@@ -160,6 +160,20 @@ class CpuBackend(HostMemory, Backend):
     def _adam_update(self, param, grad, m, v, lr, beta1, beta2, eps, step):
         _cpu.adam_update(param, grad, m, v, lr, beta1, beta2, eps, step)
 
+    # ---- derivatives with respect to the inputs (Taylor mode) -------------------------
+
+    # The whole network in one native call (csrc/taylor.hpp); saved's arrays are views of one
+    # buffer per layer (base.taylor_forward), which the native side checks.
+    def _taylor_forward(self, Ws, bs, activations, saved):
+        _cpu.taylor_forward(list(saved.As), list(saved.dAs), list(saved.d2As), list(Ws), list(bs),
+                            list(activations), list(saved.first), [tuple(p) for p in saved.second])
+
+    def _taylor_backward(self, saved, Ws, activations, G, dG, d2G, dWs, dbs):
+        _cpu.taylor_backward(list(saved.As), list(saved.dAs), list(saved.d2As), list(Ws),
+                             list(activations), list(saved.first), [tuple(p) for p in saved.second],
+                             G, dG if dG.size else None, d2G if d2G.size else None, list(dWs),
+                             list(dbs))
+
     # ---- the fused whole-step path ----------------------------------------------------
 
     def make_trainer(self, net, loss, optimizer, state, l1=0.0, l2=0.0):
