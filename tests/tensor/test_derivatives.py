@@ -346,6 +346,29 @@ def test_cpu_refuses_streams_that_are_not_one_buffer():
         be.taylor_backward(loose, Ws, ["tanh", "identity"], G)
 
 
+def test_cpu_native_taylor_kernels_check_memory():
+    """backprop._cpu's own checks (what protects memory): indices, dtypes, overlaps."""
+    from backprop import _cpu
+    be = get_backend("cpu")
+    X, Ws, bs, G, dG, d2G = taylor_problem((2, 3, 1), (0, 1), ((0, 1),), 5, "float64")
+    acts = ["tanh", "identity"]
+    s = be.taylor_forward(X, Ws, bs, acts, (0, 1), ((0, 1),))[3]
+    saved = (list(s.As), list(s.dAs), list(s.d2As))
+    with pytest.raises(ValueError, match="input index 2 out of range"):
+        _cpu.taylor_forward(*saved, Ws, bs, acts, [0, 2], [(0, 1)])
+    with pytest.raises(ValueError, match="stream positions out of range"):
+        _cpu.taylor_forward(*saved, Ws, bs, acts, [0, 1], [(0, 2)])
+    with pytest.raises(TypeError, match="bs.0. has dtype float32"):
+        _cpu.taylor_forward(*saved, Ws, [b.astype(np.float32) for b in bs], acts, [0, 1], [(0, 1)])
+    inside = s.As[1].reshape(-1)[:6].reshape(2, 3)
+    with pytest.raises(ValueError, match="overlaps Ws.0."):
+        _cpu.taylor_forward(*saved, [inside, Ws[1]], bs, acts, [0, 1], [(0, 1)])
+    dW_in_saved = s.dAs[1].reshape(-1)[:6].reshape(2, 3)
+    with pytest.raises(ValueError, match="dWs.0. overlaps streams of layer 1"):
+        _cpu.taylor_backward(*saved, Ws, acts, [0, 1], [(0, 1)], G, None, None,
+                             [dW_in_saved, np.empty((3, 1))], [np.empty(3), np.empty(1)])
+
+
 # ---- the README's example ------------------------------------------------------------------
 
 def test_readme_poisson_example():
