@@ -320,6 +320,39 @@ def test_taylor_forward_streams_in_place_with_repeated_pairs(emu, rng):
     assert_close(host(emu, d2A), want_d2, "float64", what="d2A")
 
 
+def test_taylor_kernels_take_saved_streams_of_any_layout(emu, rng):
+    """_taylor_forward/_taylor_backward on a TaylorSaved whose stream arrays are not C-contiguous
+    (n x k x p buffers seen as k x n x p): the same numbers as with the base's own layout."""
+    from backprop.backends.base import TaylorSaved
+    widths, acts, first, pairs = (3, 9, 2), ("tanh", "sigmoid"), (2, 0), ((0, 1), (1, 1))
+    n = 13
+    X = dev(emu, rng.normal(size=(n, 3)), "float64")
+    Ws = [dev(emu, rng.normal(size=(a, b)), "float64") for a, b in zip(widths[:-1], widths[1:])]
+    bs = [dev(emu, rng.normal(size=b), "float64") for b in widths[1:]]
+    F, dF, d2F, saved = emu.taylor_forward(X, Ws, bs, acts, first, ((2, 0), (0, 0)))
+    assert saved.second == pairs
+
+    def strided(k, p):
+        return emu.empty((n, k, p), "float64").transpose(1, 0, 2)
+    odd = TaylorSaved([X] + [emu.empty((n, p), "float64") for p in widths[1:]],
+                      [strided(2, p) for p in widths], [strided(2, p) for p in widths],
+                      first, pairs)
+    assert not odd.dAs[1].flags.c_contiguous
+    emu._taylor_forward(Ws, bs, list(acts), odd)
+    assert_close(host(emu, odd.As[2]), host(emu, F), "float64", what="F")
+    for l in range(3):
+        assert_close(host(emu, odd.dAs[l]), host(emu, saved.dAs[l]), "float64", what=f"dAs[{l}]")
+        assert_close(host(emu, odd.d2As[l]), host(emu, saved.d2As[l]), "float64", what=f"d2As[{l}]")
+    G, dG, d2G = (dev(emu, rng.normal(size=x.shape), "float64") for x in (F, dF, d2F))
+    want_W, want_b = emu.taylor_backward(saved, Ws, acts, G, dG, d2G)
+    got_W = [emu.empty(W.shape[::-1], "float64").T for W in Ws]   # non-contiguous outputs too
+    got_b = [emu.empty((b.shape[0],), "float64") for b in bs]
+    emu._taylor_backward(odd, Ws, list(acts), G, dG, d2G, got_W, got_b)
+    for l in range(2):
+        assert_close(host(emu, got_W[l]), host(emu, want_W[l]), "float64", what=f"dWs[{l}]")
+        assert_close(host(emu, got_b[l]), host(emu, want_b[l]), "float64", what=f"dbs[{l}]")
+
+
 def test_taylor_launch_counts(emu, rng):
     """Forward: the seed, then per layer the fused product, one product per stream kind, one
     elementwise launch. Backward per layer: two products (Ḣ, Ḧ), the elementwise launch, three
