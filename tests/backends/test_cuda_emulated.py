@@ -255,6 +255,121 @@ def test_the_counter_is_reset_before_every_reduction_launch(emu, rng):
 
 # ---- the adapter: launches, compilation, checks -------------------------------------------------
 
+# ---- Taylor-mode derivatives w.r.t. the inputs (cuda/taylor.cu + the stacked gemm products) --
+
+TAYLOR_CASES = [
+    # (widths, activations, first, second): widths not multiples of any tile, a mixed second
+    # derivative in both orders, a pure one, a stream only needed by a pair, a width-1 layer
+    ((5, 33, 7, 3), ("tanh", "sigmoid", "identity"), (0, 4, 2), ((0, 4), (2, 2), (4, 0))),
+    ((3, 65, 1, 2), ("sigmoid", "tanh", "tanh"), (2, 1), ((1, 2),)),
+    ((1, 1), ("tanh",), (0,), ((0, 0),)),
+    ((4, 17, 129), ("leaky_relu", "relu"), (3, 0), ()),    # first derivatives only
+    ((2, 9, 3), ("tanh", "sigmoid"), (), ()),               # no streams at all
+]
+
+
+@pytest.mark.parametrize("n", [1, 37, 130])
+@pytest.mark.parametrize("case", range(len(TAYLOR_CASES)))
+def test_taylor_kernels_match_numpy(emu, dtype, rng, n, case):
+    widths, acts, first, second = TAYLOR_CASES[case]
+    X = rng.normal(size=(n, widths[0]))
+    Ws = [rng.normal(size=(a, b)) / np.sqrt(a) for a, b in zip(widths[:-1], widths[1:])]
+    bs = [rng.normal(size=b) for b in widths[1:]]
+    cast = (lambda x: np.asarray(x, np.float32).astype(np.float64)) if dtype == "float32" else np.asarray
+    # the reference in float64 on the float32-rounded inputs
+    F, dF, d2F, saved = ref.taylor_forward(cast(X), [cast(W) for W in Ws], [cast(b) for b in bs],
+                                           acts, first, second)
+    dWs_dev = [dev(emu, W, dtype) for W in Ws]
+    out = emu.taylor_forward(dev(emu, X, dtype), dWs_dev, [dev(emu, b, dtype) for b in bs], acts,
+                             first, second)
+    for got, want, what in zip(out[:3], (F, dF, d2F), ("F", "dF", "d2F")):
+        assert_close(host(emu, got), want, dtype, what=what)
+    for l in range(len(Ws) + 1):   # every saved stream, layer 0's seed included
+        assert_close(host(emu, out[3].dAs[l]), saved.dAs[l], dtype, what=f"dAs[{l}]")
+        assert_close(host(emu, out[3].d2As[l]), saved.d2As[l], dtype, what=f"d2As[{l}]")
+    G, dG, d2G = (cast(rng.normal(size=x.shape)) for x in (F, dF, d2F))
+    dWs, dbs = ref.taylor_backward(saved, [cast(W) for W in Ws], acts, G, dG, d2G)
+    got_W, got_b = emu.taylor_backward(out[3], dWs_dev, acts, dev(emu, G, dtype),
+                                       dev(emu, dG, dtype), dev(emu, d2G, dtype))
+    for l in range(len(Ws)):
+        assert_close(host(emu, got_W[l]), dWs[l], dtype, what=f"dWs[{l}]")
+        assert_close(host(emu, got_b[l]), dbs[l], dtype, what=f"dbs[{l}]")
+    # the stream gradients left out are zeros
+    dWs0, _ = ref.taylor_backward(saved, [cast(W) for W in Ws], acts, G)
+    got0, _ = emu.taylor_backward(out[3], dWs_dev, acts, dev(emu, G, dtype))
+    for l in range(len(Ws)):
+        assert_close(host(emu, got0[l]), dWs0[l], dtype, what=f"dWs[{l}] (dG, d2G None)")
+
+
+def test_taylor_forward_streams_in_place_with_repeated_pairs(emu, rng):
+    """The elementwise kernel alone: Ä'_q from the products Ḣ before they become Ȧ' (in place),
+    a stream in several pairs and a pair of a stream with itself."""
+    k1, n, p = 3, 7, 5
+    A = np.tanh(rng.normal(size=(n, p)))
+    dH, d2H = rng.normal(size=(k1, n, p)), rng.normal(size=(4, n, p))
+    pairs = [(0, 1), (1, 0), (2, 2), (1, 2)]
+    s1 = 1 - A * A
+    s2 = -2 * A * s1
+    want_d2 = np.stack([s2 * dH[a] * dH[c] + s1 * d2H[q] for q, (a, c) in enumerate(pairs)])
+    dA, d2A = dev(emu, dH, "float64"), dev(emu, d2H, "float64")
+    m = n * p
+    emu._launch("taylor_forward_streams_f64", emu._grid_1d(m), (256, 1, 1),
+                (dev(emu, A, "float64"), dA, d2A, fakecupy.asarray(np.array(pairs, np.int32)),
+                 np.int64(m), np.int32(k1), np.int32(len(pairs)), np.int32(1)))
+    assert_close(host(emu, dA), s1 * dH, "float64", what="dA")
+    assert_close(host(emu, d2A), want_d2, "float64", what="d2A")
+
+
+def test_taylor_kernels_take_saved_streams_of_any_layout(emu, rng):
+    """_taylor_forward/_taylor_backward on a TaylorSaved whose stream arrays are not C-contiguous
+    (n x k x p buffers seen as k x n x p): the same numbers as with the base's own layout."""
+    from backprop.backends.base import TaylorSaved
+    widths, acts, first, pairs = (3, 9, 2), ("tanh", "sigmoid"), (2, 0), ((0, 1), (1, 1))
+    n = 13
+    X = dev(emu, rng.normal(size=(n, 3)), "float64")
+    Ws = [dev(emu, rng.normal(size=(a, b)), "float64") for a, b in zip(widths[:-1], widths[1:])]
+    bs = [dev(emu, rng.normal(size=b), "float64") for b in widths[1:]]
+    F, dF, d2F, saved = emu.taylor_forward(X, Ws, bs, acts, first, ((2, 0), (0, 0)))
+    assert saved.second == pairs
+
+    def strided(k, p):
+        return emu.empty((n, k, p), "float64").transpose(1, 0, 2)
+    odd = TaylorSaved([X] + [emu.empty((n, p), "float64") for p in widths[1:]],
+                      [strided(2, p) for p in widths], [strided(2, p) for p in widths],
+                      first, pairs)
+    assert not odd.dAs[1].flags.c_contiguous
+    emu._taylor_forward(Ws, bs, list(acts), odd)
+    assert_close(host(emu, odd.As[2]), host(emu, F), "float64", what="F")
+    for l in range(3):
+        assert_close(host(emu, odd.dAs[l]), host(emu, saved.dAs[l]), "float64", what=f"dAs[{l}]")
+        assert_close(host(emu, odd.d2As[l]), host(emu, saved.d2As[l]), "float64", what=f"d2As[{l}]")
+    G, dG, d2G = (dev(emu, rng.normal(size=x.shape), "float64") for x in (F, dF, d2F))
+    want_W, want_b = emu.taylor_backward(saved, Ws, acts, G, dG, d2G)
+    got_W = [emu.empty(W.shape[::-1], "float64").T for W in Ws]   # non-contiguous outputs too
+    got_b = [emu.empty((b.shape[0],), "float64") for b in bs]
+    emu._taylor_backward(odd, Ws, list(acts), G, dG, d2G, got_W, got_b)
+    for l in range(2):
+        assert_close(host(emu, got_W[l]), host(emu, want_W[l]), "float64", what=f"dWs[{l}]")
+        assert_close(host(emu, got_b[l]), host(emu, want_b[l]), "float64", what=f"dbs[{l}]")
+
+
+def test_taylor_launch_counts(emu, rng):
+    """Forward: the seed, then per layer the fused product, one product per stream kind, one
+    elementwise launch. Backward per layer: two products (Ḣ, Ḧ), the elementwise launch, three
+    products for dW (db fused), three for the layer below (not after the first layer)."""
+    X = dev(emu, rng.normal(size=(6, 2)), "float64")
+    Ws = [dev(emu, rng.normal(size=s), "float64") for s in ((2, 5), (5, 1))]
+    bs = [dev(emu, rng.normal(size=s), "float64") for s in (5, 1)]
+    before = emu.launches
+    F, dF, d2F, saved = emu.taylor_forward(X, Ws, bs, ("tanh", "identity"), (0, 1), ((0, 1),))
+    assert emu.launches - before == 1 + 2 * 4
+    before = emu.launches
+    emu.taylor_backward(saved, Ws, ("tanh", "identity"), F, dF, d2F)
+    launches = emu.launches - before
+    # the fake CuPy's host-to-device copy of the pairs is not a counted launch
+    assert launches == 2 * (2 + 1 + 3) + 3
+
+
 def test_launch_counts(emu, rng):
     A, W, b = (dev(emu, x, "float32") for x in (rng.normal(size=(9, 4)), rng.normal(size=(4, 3)),
                                                 rng.normal(size=3)))

@@ -1,7 +1,8 @@
 """Derivatives of an MLP w.r.t. its inputs (the Taylor-mode kernels and the ``derivatives`` node),
 against float64 central finite differences and against the recorded path
-(``bp.grad(..., create_graph=True)``), and the cpu backend's kernels against the numpy reference.
-cuda does not implement them yet (tests/backends/test_kernels.py checks that it says so)."""
+(``bp.grad(..., create_graph=True)``) on the numpy reference; the cpu backend's kernels against
+numpy (awkward sizes, bit reproducibility), and every backend's derivatives node and residual
+gradients against numpy in the same dtype (cuda under the emulator without a GPU)."""
 
 import pathlib
 import re
@@ -11,6 +12,7 @@ import pytest
 
 import backprop as bp
 from backprop.backends import get_backend
+from backprop.backends.base import implements
 
 SECOND = ((0, 0), (0, 1), (1, 1))
 
@@ -117,7 +119,7 @@ def grads_of(net, loss_fn):
         p.zero_grad()
     L = loss_fn()
     L.backward()
-    return float(L), [np.array(p.grad) for p in params]
+    return float(L), [np.array(net.backend.to_numpy(p.grad)) for p in params]
 
 
 @pytest.mark.parametrize("activation", ["tanh", "sigmoid"])
@@ -367,6 +369,63 @@ def test_cpu_native_taylor_kernels_check_memory():
     with pytest.raises(ValueError, match="dWs.0. overlaps streams of layer 1"):
         _cpu.taylor_backward(*saved, Ws, acts, [0, 1], [(0, 1)], G, None, None,
                              [dW_in_saved, np.empty((3, 1))], [np.empty(3), np.empty(1)])
+
+
+# ---- the other backends against numpy ------------------------------------------------------
+
+# float64: 1e-12 relative to the scale; float32: 1e-4 of the scale (numpy in float32 alongside)
+BACKEND_RTOL = {"float64": 1e-12, "float32": 1e-4}
+
+
+def needs_the_kernels(backend):
+    if backend == "numpy":
+        pytest.skip("numpy is the reference")
+    if not (implements(backend, "taylor_forward") and implements(backend, "taylor_backward")):
+        pytest.skip(f"{backend} does not implement the Taylor kernels (base.PARTIAL_KERNELS)")
+
+
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid", "identity"])
+def test_backend_derivatives_match_numpy(backend, dtype, activation):
+    needs_the_kernels(backend)
+    X = inputs(n=37, d=3)
+    first, second = (0, 2, 1), ((0, 2), (2, 0), (1, 1), (0, 0))
+    layers = (3, 17, 33, 2)
+    ref = make_net(activation, dtype, layers=layers).derivatives(X, first=first, second=second)
+    out = make_net(activation, dtype, backend, layers=layers).derivatives(X, first=first,
+                                                                          second=second)
+    assert len(out) == len(ref) == 1 + len(first) + len(second)
+    for k, (got, want) in enumerate(zip(out, ref)):
+        assert got.numpy().dtype == np.dtype(dtype)
+        assert rel(got.numpy(), want.numpy()) <= BACKEND_RTOL[dtype], k
+
+
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu"])
+def test_backend_first_derivatives_through_relu_match_numpy(backend, dtype, activation):
+    needs_the_kernels(backend)
+    X = inputs(n=9)
+    ref = make_net(activation, dtype).derivatives(X, first=(1, 0))
+    out = make_net(activation, dtype, backend).derivatives(X, first=(1, 0))
+    for got, want in zip(out, ref):
+        assert rel(got.numpy(), want.numpy()) <= BACKEND_RTOL[dtype]
+
+
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid"])
+def test_backend_weight_gradients_match_numpy(backend, dtype, activation):
+    """The gradients of a residual loss through the derivatives node (taylor_backward), a mixed
+    second derivative included."""
+    needs_the_kernels(backend)
+    X = inputs(n=11)
+
+    def loss(net):
+        u, ux, ut, uxt, uxx = net.derivatives(X, first=(0, 1), second=((0, 1), (0, 0)))
+        return ((uxx + ux * u - ut * uxt - u) ** 2).mean()
+
+    ref_net, net = make_net(activation, dtype), make_net(activation, dtype, backend)
+    ref_value, ref_grads = grads_of(ref_net, lambda: loss(ref_net))
+    value, grads = grads_of(net, lambda: loss(net))
+    assert abs(value - ref_value) <= BACKEND_RTOL[dtype] * abs(ref_value)
+    for got, want in zip(grads, ref_grads):
+        assert rel(got, want) <= BACKEND_RTOL[dtype]
 
 
 # ---- the README's example ------------------------------------------------------------------

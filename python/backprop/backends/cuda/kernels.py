@@ -11,6 +11,10 @@ of the project's own kernels (no cuBLAS):
                             G_prev = act'(A_prev) ⊙ (G Wᵀ) with the Hadamard in the epilogue
     loss, weight_penalty    one launch each (after a memset of the counter): gradient, block
                             sums, last-block total
+    taylor_forward          per layer: dense_forward's product, one product per stream kind
+                            (all the streams stacked), one elementwise launch (cuda/taylor.cu)
+    taylor_backward         per layer: the stream products again, one elementwise launch, three
+                            products into dW (db fused into the first), three for the layer below
     the rest                one elementwise launch each
 
 The reductions (loss, weight_penalty) end in a grid-wide sum finished by the last block to
@@ -367,6 +371,113 @@ class CudaBackend(Backend):
                      (THREADS, 1, 1),
                      (param, grad, m, v, np.int64(param.size), T(lr), T(beta1), T(beta2), T(eps),
                       T(1.0 - beta1 ** step), T(1.0 - beta2 ** step), hyper, skip))
+
+    # ---- derivatives with respect to the inputs (Taylor mode) ---------------------------------
+
+    # The streams of a layer are stacked: s x n x p, one (s n) x p matrix for the products, so each
+    # stream product (Ḣ = Ȧ W, Ḧ = Ä W, Σ_a Ȧ_aᵀ ĠH_a, Ġ_A = ĠH Wᵀ, ...) is one gemm launch for
+    # all the streams. The arrays of TaylorSaved are used in place when C-contiguous, else
+    # through a contiguous copy (written back when it is an output).
+
+    def _contiguous(self, x):
+        return x if x.flags.c_contiguous else self.cp.ascontiguousarray(x)
+
+    @staticmethod
+    def _written_back(x, work):
+        if work is not x:
+            x[...] = work
+
+    def _stacked_product(self, kernel, X, B, out, trans_a, trans_b, beta, colsum=None):
+        """out = op(X) op(B) + beta out, X and out stacked streams read as (s n) x p matrices."""
+        rows, p = int(np.prod(X.shape[:-1], dtype=np.int64)), X.shape[-1]
+        if trans_a:      # out (p x p') = Xᵀ B, B stacked (s n) x p'
+            m, n, k = p, out.shape[-1], rows
+        else:            # out (s n x p') = X op(B)
+            m, n, k = rows, out.shape[-1], p
+        if m == 0 or n == 0 or (k == 0 and beta != 0.0):
+            return out
+        plan = self._product_grid(kernel, m, n, k)
+        return self._product(plan, X, B, out, m, n, k, trans_a, trans_b, 1.0, beta, colsum=colsum)
+
+    def _taylor_indices(self, values):
+        """A device int32 array of ``values`` (flattened), NULL when empty."""
+        flat = np.asarray(values, dtype=np.int32).reshape(-1)
+        return self.cp.asarray(flat) if flat.size else NULL
+
+    # H = A W + b, Ḣ_a = Ȧ_a W, Ḧ_q = Ä_q W by gemm (A' = act(H) in the first one's epilogue),
+    # then Ȧ'_a = σ1 ⊙ Ḣ_a, Ä'_q = σ2 ⊙ Ḣ_a ⊙ Ḣ_c + σ1 ⊙ Ḧ_q in one elementwise launch
+    # (taylor_forward_streams, in place over the products); layer 0's streams by taylor_seed.
+    def _taylor_forward(self, Ws, bs, activations, saved):
+        As, dAs, d2As = saved.As, saved.dAs, saved.d2As
+        k1, k2 = len(saved.first), len(saved.second)
+        n, d = As[0].shape
+        dtype = As[0].dtype
+        self._check_int32("taylor_forward", n=n, streams=max(k1, k2, 1) * n)
+        pairs = self._taylor_indices(saved.second)
+        dA, d2A = self._contiguous(dAs[0]), self._contiguous(d2As[0])
+        m = n * d
+        self._launch(kernel_name("taylor_seed", dtype), self._grid_1d(m), (THREADS, 1, 1),
+                     (dA, d2A, self._taylor_indices(saved.first), np.int64(m), np.int32(d),
+                      np.int32(k1), np.int32(k2)))
+        for l, (W, b, act) in enumerate(zip(Ws, bs, activations)):
+            self._dense_forward(As[l], W, b, act, As[l + 1])
+            dA_next, d2A_next = self._contiguous(dAs[l + 1]), self._contiguous(d2As[l + 1])
+            self._stacked_product("taylor_forward", dA, W, dA_next, False, False, 0.0)
+            self._stacked_product("taylor_forward", d2A, W, d2A_next, False, False, 0.0)
+            m = n * W.shape[1]
+            self._launch(kernel_name("taylor_forward_streams", dtype), self._grid_1d(m),
+                         (THREADS, 1, 1),
+                         (As[l + 1], dA_next, d2A_next, pairs, np.int64(m), np.int32(k1),
+                          np.int32(k2), np.int32(ACT_CODES[act])))
+            self._written_back(dAs[l], dA)
+            self._written_back(d2As[l], d2A)
+            dA, d2A = dA_next, d2A_next
+        self._written_back(dAs[-1], dA)
+        self._written_back(d2As[-1], d2A)
+
+    # Per layer, from the last: Ḣ = Ȧ W and Ḧ = Ä W again (gemm), then GH, ĠH, G̈H in one
+    # elementwise launch (taylor_backward_streams; the equations in cuda/taylor.cu), then
+    # dW = Aᵀ GH (db = 1ᵀ GH fused) + Ȧᵀ ĠH + Äᵀ G̈H (stacked: one launch per term, the last two
+    # accumulating with beta = 1) and the gradients of the layer below GH Wᵀ, ĠH Wᵀ, G̈H Wᵀ.
+    def _taylor_backward(self, saved, Ws, activations, G, dG, d2G, dWs, dbs):
+        cp = self.cp
+        As = saved.As
+        k1, k2 = len(saved.first), len(saved.second)
+        n = As[0].shape[0]
+        dtype = G.dtype
+        pairs = self._taylor_indices(saved.second)
+        GA, dGA, d2GA = self._contiguous(G), self._contiguous(dG), self._contiguous(d2G)
+        for l in range(len(Ws) - 1, -1, -1):
+            W = Ws[l]
+            p, p2 = W.shape
+            dA, d2A = self._contiguous(saved.dAs[l]), self._contiguous(saved.d2As[l])
+            dH = cp.empty((k1, n, p2), dtype)
+            self._stacked_product("taylor_backward", dA, W, dH, False, False, 0.0)
+            d2H = NULL
+            if k2:
+                d2H = cp.empty((k2, n, p2), dtype)
+                self._stacked_product("taylor_backward", d2A, W, d2H, False, False, 0.0)
+            GH = cp.empty((n, p2), dtype)
+            dGH, d2GH = cp.empty((k1, n, p2), dtype), cp.empty((k2, n, p2), dtype)
+            m = n * p2
+            self._launch(kernel_name("taylor_backward_streams", dtype), self._grid_1d(m),
+                         (THREADS, 1, 1),
+                         (As[l + 1], GA, dGA, d2GA, dH, d2H, pairs, GH, dGH, d2GH, np.int64(m),
+                          np.int32(k1), np.int32(k2), np.int32(ACT_CODES[activations[l]])))
+            dW, db = self._contiguous(dWs[l]), self._contiguous(dbs[l])
+            plan = self._product_grid("taylor_backward", p, p2, n)
+            self._product(plan, As[l], GH, dW, p, p2, n, True, False, 1.0, 0.0, colsum=db)
+            self._stacked_product("taylor_backward", dA, dGH, dW, True, False, 1.0)
+            self._stacked_product("taylor_backward", d2A, d2GH, dW, True, False, 1.0)
+            self._written_back(dWs[l], dW)
+            self._written_back(dbs[l], db)
+            if l > 0:
+                GA = cp.empty((n, p), dtype)
+                self._stacked_product("taylor_backward", GH, W, GA, False, True, 0.0)
+                dGA_next, d2GA_next = cp.empty((k1, n, p), dtype), cp.empty((k2, n, p), dtype)
+                self._stacked_product("taylor_backward", dGH, W, dGA_next, False, True, 0.0)
+                self._stacked_product("taylor_backward", d2GH, W, d2GA_next, False, True, 0.0)
+                dGA, d2GA = dGA_next, d2GA_next
 
     # ---- the fused whole-step path (trainer.py) -----------------------------------------------
 

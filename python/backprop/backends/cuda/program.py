@@ -37,7 +37,8 @@ MAX_PARTIALS = 1024      # BP_MAX_PARTIALS: blocks of the kernels that end in a 
 # the kernel families other than gemm, each compiled for float32 and float64 (<family>_f32 ...)
 FAMILIES = ("activation_forward", "activation_backward", "dropout", "colsum", "weight_penalty",
             "loss_pointwise", "softmax_cross_entropy", "sgd_update", "adam_update",
-            "train_batch_in", "train_step_end")
+            "train_batch_in", "train_step_end",
+            "taylor_seed", "taylor_forward_streams", "taylor_backward_streams")
 SUFFIXES = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
 
 NVRTC_OPTIONS = ("--std=c++17",)
