@@ -1,4 +1,4 @@
-"""The command line: ``backprop bench``, ``demo``, ``info``, ``train`` and ``predict``."""
+"""The command line: ``backprop bench``, ``demo``, ``info``, ``pinn``, ``train`` and ``predict``."""
 
 from __future__ import annotations
 
@@ -113,6 +113,30 @@ def cmd_demo(args):
     return 0
 
 
+def cmd_pinn(args):
+    from . import pinn
+    for option in ("adam_steps", "lbfgs_iters"):
+        value = getattr(args, option)
+        if value is not None and value < 0:
+            raise UsageError(f"--{option.replace('_', '-')} must be >= 0; got {value}")
+    if args.collocation is not None and args.collocation < 1:
+        raise UsageError(f"--collocation must be >= 1; got {args.collocation}")
+    if args.seed < 0:
+        raise UsageError(f"--seed must be >= 0; got {args.seed}")
+    if args.backend == "auto":
+        backend, why = pinn.default_backend()
+        print(f"backend {backend!r} (auto): {why}")
+    else:
+        backend = _demo_backend(args.backend)
+        why = pinn.lacks_taylor(backend)
+        if why is not None:
+            raise UsageError(f"--backend {backend}: {why}")
+    pinn.run(args.problem, backend=backend, adam_steps=args.adam_steps,
+             lbfgs_iters=args.lbfgs_iters, n_f=args.collocation, seed=args.seed,
+             sampling=args.sampling)
+    return 0
+
+
 def cmd_info(args):
     import numpy
 
@@ -155,6 +179,21 @@ def build_parser():
     d.add_argument("--plot", metavar="PNG", help="draw data, truth and prediction (needs matplotlib)")
     d.add_argument("--progress", action="store_true", help="show a progress bar")
     d.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("pinn", help="train a physics-informed example and print its error")
+    p.add_argument("problem", choices=["poisson1d", "poisson2d", "burgers"])
+    p.add_argument("--backend", default="auto",
+                   help="numpy, cpu, cuda or auto (cpu if it implements the Taylor kernels, else numpy)")
+    p.add_argument("--adam-steps", type=int, default=None,
+                   help="Adam steps (lr 1e-3) before L-BFGS (default: 2000; burgers 1000)")
+    p.add_argument("--lbfgs-iters", type=int, default=None,
+                   help="L-BFGS iterations at most (default: poisson1d 300, poisson2d 500, burgers 5000)")
+    p.add_argument("--collocation", type=int, default=None, metavar="N_F",
+                   help="collocation points (default: poisson1d 64, poisson2d 1000, burgers 10000)")
+    p.add_argument("--sampling", default="lhs", choices=["lhs", "uniform"],
+                   help="collocation points: Latin hypercube (default) or uniform")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_pinn)
 
     i = sub.add_parser("info", help="list the backends and why any is unavailable")
     i.set_defaults(func=cmd_info)
