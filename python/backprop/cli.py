@@ -50,6 +50,8 @@ def cmd_bench(args):
         backend = (args.backends or "cpu").split(",")[0]
         return bench_distributed.main(configs, backend, args.dtype, steps=3 if args.quick else 10,
                                       repeat=min(args.repeat, 3) if args.quick else args.repeat)
+    if args.pinn:
+        return _bench_pinn(args)
     configs = _names(args.configs, tuple(bench.CONFIGS), "configuration", "configurations")
     backends = (_names(args.backends, BACKENDS, "backend", "backends")
                 if args.backends is not None else None)
@@ -72,6 +74,28 @@ def cmd_bench(args):
         except OSError as exc:
             raise UsageError(f"--json {args.json}: {exc.strerror or exc} (the table above has "
                              "the results)") from None
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _bench_pinn(args):
+    from . import bench_pinn
+    if args.repeat < 1:
+        raise UsageError(f"--repeat must be >= 1; got {args.repeat}")
+    if args.json:
+        _check_writable(args.json, "--json")
+    collocation = (1000, 200) if args.quick else (10000, 1000)
+    repeat = min(args.repeat, 3) if args.quick else args.repeat
+    result = bench_pinn.run(collocation=collocation, repeat=repeat,
+                            min_time=0.05 if args.quick else 0.2)
+    result["command"] = "backprop " + " ".join(shlex.quote(a) for a in args.argv)
+    result["machine"] = {"cpu": bench.cpu_model(), "cores": os.cpu_count()}
+    print(f"machine: {result['machine']['cpu']}, {result['machine']['cores']} cores; one Adam step "
+          f"of the Burgers loss ([2]+[20]*8+[1] tanh, N_u = 100, float32), median of {repeat} rounds")
+    print(bench_pinn.format_table(result))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
         print(f"wrote {args.json}")
     return 0
 
@@ -167,6 +191,9 @@ def build_parser():
     b.add_argument("--torch", action="store_true", help="add PyTorch rows (same weights) when installed")
     b.add_argument("--peak", type=float, default=None, metavar="GFLOPS",
                    help="the machine's peak GFLOP/s, to print %% of peak")
+    b.add_argument("--pinn", action="store_true",
+                   help="one Adam step of the Burgers PINN loss: Taylor mode, the recorded path, "
+                        "PyTorch and JAX when installed (N_f 10,000 and 1,000; --quick: 1,000 and 200)")
     b.add_argument("--distributed", action="store_true",
                    help="under mpiexec -n P: data-parallel steps per second and the allreduce's "
                         "share (default configs mnist,wide; backend cpu)")
