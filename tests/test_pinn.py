@@ -121,3 +121,18 @@ def test_cli_runs_at_reduced_size(capsys):
                      "--lbfgs-iters", "2", "--collocation", "30"]) == 0
     out = capsys.readouterr().out
     assert "relative L2 error" in out and "backend 'numpy'" in out
+
+
+# ---- the benchmark ------------------------------------------------------------------------------
+
+def test_bench_pinn_rows_share_weights_and_points():
+    from backprop import bench_pinn
+    result = bench_pinn.run(collocation=(60,), repeat=1, min_time=0.0, settle=0.0, log=lambda s: None)
+    rows = result["rows"]
+    names = [r["row"] for r in rows]
+    assert "backprop taylor numpy" in names and "backprop recorded numpy" in names
+    base = rows[0]["initial_loss"]
+    for r in rows:  # float32: the same loss before the first step, in every implementation
+        assert abs(r["initial_loss"] - base) <= 1e-4 * base, r["row"]
+        assert r["ms_per_step"] > 0
+    assert "taylor" in bench_pinn.format_table(result)
