@@ -136,3 +136,18 @@ def test_bench_pinn_rows_share_weights_and_points():
         assert abs(r["initial_loss"] - base) <= 1e-4 * base, r["row"]
         assert r["ms_per_step"] > 0
     assert "taylor" in bench_pinn.format_table(result)
+
+
+def test_readme_burgers_example():
+    import pathlib
+    import re
+    text = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text.split("### Burgers' equation, and the `backprop pinn` examples")[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    assert len(code.strip().splitlines()) < 30
+    small = (code.replace("sample(10000,", "sample(200,").replace("range(1000)", "range(3)")
+             .replace("max_iter=5000", "max_iter=2"))
+    assert small.count("200,") >= 1 and "range(3)" in small and "max_iter=2)" in small
+    scope = {}
+    exec(compile(small, "README.md", "exec"), scope)
+    assert np.isfinite(scope["error"])
