@@ -86,7 +86,7 @@ class _Torch:
         return ((self.net(self.Xu) - self.Uu) ** 2).mean() + (r ** 2).mean()
 
     def value(self):
-        return float(self.loss())
+        return float(self.loss().detach())
 
     def run(self, steps):
         for _ in range(steps):
