@@ -1,4 +1,4 @@
-"""The command line: ``backprop bench``, ``demo``, ``info``, ``train`` and ``predict``."""
+"""The command line: ``backprop bench``, ``demo``, ``info``, ``pinn``, ``train`` and ``predict``."""
 
 from __future__ import annotations
 
@@ -50,6 +50,8 @@ def cmd_bench(args):
         backend = (args.backends or "cpu").split(",")[0]
         return bench_distributed.main(configs, backend, args.dtype, steps=3 if args.quick else 10,
                                       repeat=min(args.repeat, 3) if args.quick else args.repeat)
+    if args.pinn:
+        return _bench_pinn(args)
     configs = _names(args.configs, tuple(bench.CONFIGS), "configuration", "configurations")
     backends = (_names(args.backends, BACKENDS, "backend", "backends")
                 if args.backends is not None else None)
@@ -72,6 +74,28 @@ def cmd_bench(args):
         except OSError as exc:
             raise UsageError(f"--json {args.json}: {exc.strerror or exc} (the table above has "
                              "the results)") from None
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _bench_pinn(args):
+    from . import bench_pinn
+    if args.repeat < 1:
+        raise UsageError(f"--repeat must be >= 1; got {args.repeat}")
+    if args.json:
+        _check_writable(args.json, "--json")
+    collocation = (1000, 200) if args.quick else (10000, 1000)
+    repeat = min(args.repeat, 3) if args.quick else args.repeat
+    result = bench_pinn.run(collocation=collocation, repeat=repeat,
+                            min_time=0.05 if args.quick else 0.2)
+    result["command"] = "backprop " + " ".join(shlex.quote(a) for a in args.argv)
+    result["machine"] = {"cpu": bench.cpu_model(), "cores": os.cpu_count()}
+    print(f"machine: {result['machine']['cpu']}, {result['machine']['cores']} cores; one Adam step "
+          f"of the Burgers loss ([2]+[20]*8+[1] tanh, N_u = 100, float32), median of {repeat} rounds")
+    print(bench_pinn.format_table(result))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
         print(f"wrote {args.json}")
     return 0
 
@@ -113,6 +137,30 @@ def cmd_demo(args):
     return 0
 
 
+def cmd_pinn(args):
+    from . import pinn
+    for option in ("adam_steps", "lbfgs_iters"):
+        value = getattr(args, option)
+        if value is not None and value < 0:
+            raise UsageError(f"--{option.replace('_', '-')} must be >= 0; got {value}")
+    if args.collocation is not None and args.collocation < 1:
+        raise UsageError(f"--collocation must be >= 1; got {args.collocation}")
+    if args.seed < 0:
+        raise UsageError(f"--seed must be >= 0; got {args.seed}")
+    if args.backend == "auto":
+        backend, why = pinn.default_backend()
+        print(f"backend {backend!r} (auto): {why}")
+    else:
+        backend = _demo_backend(args.backend)
+        why = pinn.lacks_taylor(backend)
+        if why is not None:
+            raise UsageError(f"--backend {backend}: {why}")
+    pinn.run(args.problem, backend=backend, adam_steps=args.adam_steps,
+             lbfgs_iters=args.lbfgs_iters, n_f=args.collocation, seed=args.seed,
+             sampling=args.sampling)
+    return 0
+
+
 def cmd_info(args):
     import numpy
 
@@ -143,6 +191,9 @@ def build_parser():
     b.add_argument("--torch", action="store_true", help="add PyTorch rows (same weights) when installed")
     b.add_argument("--peak", type=float, default=None, metavar="GFLOPS",
                    help="the machine's peak GFLOP/s, to print %% of peak")
+    b.add_argument("--pinn", action="store_true",
+                   help="one Adam step of the Burgers PINN loss: Taylor mode, the recorded path, "
+                        "PyTorch and JAX when installed (N_f 10,000 and 1,000; --quick: 1,000 and 200)")
     b.add_argument("--distributed", action="store_true",
                    help="under mpiexec -n P: data-parallel steps per second and the allreduce's "
                         "share (default configs mnist,wide; backend cpu)")
@@ -155,6 +206,21 @@ def build_parser():
     d.add_argument("--plot", metavar="PNG", help="draw data, truth and prediction (needs matplotlib)")
     d.add_argument("--progress", action="store_true", help="show a progress bar")
     d.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("pinn", help="train a physics-informed example and print its error")
+    p.add_argument("problem", choices=["poisson1d", "poisson2d", "burgers"])
+    p.add_argument("--backend", default="auto",
+                   help="numpy, cpu, cuda or auto (cpu if it implements the Taylor kernels, else numpy)")
+    p.add_argument("--adam-steps", type=int, default=None,
+                   help="Adam steps (lr 1e-3) before L-BFGS (default: 2000; burgers 1000)")
+    p.add_argument("--lbfgs-iters", type=int, default=None,
+                   help="L-BFGS iterations at most (default: poisson1d 300, poisson2d 500, burgers 5000)")
+    p.add_argument("--collocation", type=int, default=None, metavar="N_F",
+                   help="collocation points (default: poisson1d 64, poisson2d 1000, burgers 10000)")
+    p.add_argument("--sampling", default="lhs", choices=["lhs", "uniform"],
+                   help="collocation points: Latin hypercube (default) or uniform")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_pinn)
 
     i = sub.add_parser("info", help="list the backends and why any is unavailable")
     i.set_defaults(func=cmd_info)
