@@ -392,17 +392,8 @@ class Distributed:
 
     def _global_masks(self, trainer, N):
         """Dropout masks of the whole global batch, drawn from the shared RNG exactly as one
-        process draws them (Trainer.masks), as host arrays: each rank takes its rows."""
-        if not any(trainer.dropout):
-            return None
-        masks = []
-        for p, width in zip(trainer.dropout, trainer.net.layers[1:-1]):
-            if p == 0:
-                masks.append(None)
-                continue
-            keep = trainer.rng.random((N, width)) >= p
-            masks.append(keep / (1.0 - p))
-        return masks
+        process draws them, as host arrays: each rank takes its rows."""
+        return trainer.host_masks(N)
 
     def step(self, trainer, X, Y, pos, N, global_rows=None):
         """One step on this rank's rows of a global batch of N rows.

@@ -192,19 +192,27 @@ class Trainer:
                                                     self.l1, self.l2)
         return self._native
 
-    def masks(self, n):
-        """Inverted-dropout masks M_l (0 or 1/(1-p)) for the hidden layers, or None."""
+    def host_masks(self, n):
+        """Inverted-dropout masks M_l (0 or 1/(1-p)) for the hidden layers of n rows, as numpy
+        arrays drawn from this trainer's RNG (None where p = 0), or None without dropout."""
         if not any(self.dropout):
             return None
-        backend, dtype = self.net.backend, self.net.dtype
         masks = []
         for p, width in zip(self.dropout, self.net.layers[1:-1]):
             if p == 0:
                 masks.append(None)
                 continue
             keep = self.rng.random((n, width)) >= p
-            masks.append(backend.asarray(keep / (1.0 - p), dtype))
+            masks.append(keep / (1.0 - p))
         return masks
+
+    def masks(self, n):
+        """``host_masks(n)`` as arrays of the model's backend and dtype."""
+        masks = self.host_masks(n)
+        if masks is None:
+            return None
+        backend, dtype = self.net.backend, self.net.dtype
+        return [None if M is None else backend.asarray(M, dtype) for M in masks]
 
     def step(self, X, Y):
         """One step on the batch (X, Y); returns the loss (with the penalty) before the update.

@@ -59,13 +59,19 @@ def _mpi_starts(exe):
     return _STARTS[exe]
 
 
-def mpirun(tmp, mode, n=2, timeout=120, args=(), env=None):
+def mpiexec_or_skip():
+    """The mpiexec to use; the test is skipped, with the reason, when MPI cannot start here."""
     exe, why = _mpiexec()
     if exe is None:
         pytest.skip(why)
     why = _mpi_starts(exe)
     if why is not None:
         pytest.skip(why)
+    return exe
+
+
+def mpirun(tmp, mode, n=2, timeout=120, args=(), env=None):
+    exe = mpiexec_or_skip()
     start = time.monotonic()
     proc = subprocess.run([exe, "-n", str(n), sys.executable, WORKER, str(tmp), mode, *args],
                           capture_output=True, text=True, timeout=timeout,
@@ -194,12 +200,7 @@ def test_cuda_backend_under_the_emulator(tmp_path, transport):
 
 
 def test_bench_distributed_runs_on_two_ranks():
-    exe, why = _mpiexec()
-    if exe is None:
-        pytest.skip(why)
-    why = _mpi_starts(exe)
-    if why is not None:
-        pytest.skip(why)
+    exe = mpiexec_or_skip()
     proc = subprocess.run([exe, "-n", "2", sys.executable, "-m", "backprop", "bench",
                            "--distributed", "--quick", "--configs", "small", "--repeat", "1"],
                           capture_output=True, text=True, timeout=60, env=_env())
