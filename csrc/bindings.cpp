@@ -617,6 +617,8 @@ void bind_trainer(py::module_& m, const char* name) {
 
 // ---- Taylor mode: the whole network's input derivatives in one call ----------------------------
 
+int get_num_threads();  // the backend's thread count (below, with the BLAS)
+
 // Every output span must be apart from every other span (outputs and inputs).
 void all_apart(const std::vector<Span>& outputs, const std::vector<Span>& inputs) {
     for (std::size_t i = 0; i < outputs.size(); ++i) {
@@ -727,8 +729,9 @@ void taylor_forward_t(const py::list& As, const py::list& dAs, const py::list& d
     py::array x = as_array(As[0], "As[0]");
     inputs.push_back(span("As[0]", t.X, x.size()));
     all_apart(t.stacks, inputs);
+    const int threads = get_num_threads();
     py::gil_scoped_release release;
-    taylor_forward<T>(t.layers, t.dirs, t.X, t.S, t.n);
+    taylor_forward<T>(t.layers, t.dirs, t.X, t.S, t.n, threads);
 }
 
 void taylor_forward_py(const py::list& As, const py::list& dAs, const py::list& d2As, const py::list& Ws,
@@ -782,8 +785,9 @@ void taylor_backward_t(const py::list& As, const py::list& dAs, const py::list& 
     }
     all_apart(outputs, inputs);
     std::vector<const T*> S(t.S.begin(), t.S.end());
+    const int threads = get_num_threads();
     py::gil_scoped_release release;
-    taylor_backward<T>(t.layers, t.dirs, t.X, S, g, dg, d2g, dw, db, n);
+    taylor_backward<T>(t.layers, t.dirs, t.X, S, g, dg, d2g, dw, db, n, threads);
 }
 
 void taylor_backward_py(const py::list& As, const py::list& dAs, const py::list& d2As, const py::list& Ws,

@@ -28,10 +28,11 @@ constexpr int kVecBytes = 32;
 constexpr int kVecBytes = 16;
 #endif
 
-template <class T, int N>
+// A row of N values in V registers of VB bytes each (the build's widest by default).
+template <class T, int N, int VB = kVecBytes>
 struct Row {
-    typedef T Vec __attribute__((vector_size(kVecBytes)));
-    static constexpr int L = kVecBytes / int(sizeof(T));  // lanes per register
+    typedef T Vec __attribute__((vector_size(VB)));
+    static constexpr int L = VB / int(sizeof(T));  // lanes per register
     static constexpr int V = (N + L - 1) / L;             // registers per row of N values
     static constexpr int count(int v) { return N - v * L < L ? N - v * L : L; }
 
@@ -40,7 +41,7 @@ struct Row {
     // With transposed, p is N x rows (row-major) and its transpose is packed (for G Wᵀ).
     static inline const Vec* pack(const T* p, Index rows, bool transposed = false) {
         thread_local std::vector<T> buffer;  // (a vector of Vec would drop the vector attribute)
-        const std::size_t need = std::size_t(rows * V * L + L);
+        const std::size_t need = std::size_t(rows * V * L) + kVecBytes / sizeof(T);  // room to align
         if (buffer.size() < need) buffer.resize(need);
         const std::uintptr_t addr = reinterpret_cast<std::uintptr_t>(buffer.data());
         const std::uintptr_t aligned = (addr + kVecBytes - 1) & ~std::uintptr_t(kVecBytes - 1);
@@ -64,9 +65,9 @@ struct Row {
 
 // C (m x N) = A (m x k) B (k x N) (+ the row b broadcast when b is given), all row-major.
 // B_transposed: B is given as its transpose, N x k (the G Wᵀ product).
-template <class T, int N>
+template <class T, int N, int VB = kVecBytes>
 void nn(const T* A, const T* B, T* C, Index m, Index k, bool B_transposed, const T* b) {
-    using R = Row<T, N>;
+    using R = Row<T, N, VB>;
     using Vec = typename R::Vec;
     constexpr int V = R::V;
     const Vec* Bp = R::pack(B, k, B_transposed);
@@ -103,9 +104,9 @@ void nn(const T* A, const T* B, T* C, Index m, Index k, bool B_transposed, const
 // RR rows p..p+RR-1 of C = Aᵀ G (G packed), and with SUM the column sums 1ᵀ G in the same sweep.
 // S interleaved partial sums over the samples keep RR * S multiply-add chains in flight, so a
 // block of one or two rows is not bound by the latency of a chain n long.
-template <class T, int N, int RR, int S, bool SUM>
-inline void tn_rows(const T* A, const typename Row<T, N>::Vec* Gp, T* C, Index P, Index n, Index p, T* colsum) {
-    using R = Row<T, N>;
+template <class T, int N, int RR, int S, bool SUM, int VB>
+inline void tn_rows(const T* A, const typename Row<T, N, VB>::Vec* Gp, T* C, Index P, Index n, Index p, T* colsum) {
+    using R = Row<T, N, VB>;
     using Vec = typename R::Vec;
     constexpr int V = R::V;
     Vec acc[S][RR][V] = {};
@@ -139,26 +140,26 @@ inline void tn_rows(const T* A, const typename Row<T, N>::Vec* Gp, T* C, Index P
     if (SUM) R::store(sum[0], colsum);
 }
 
-template <class T, int N, int RR>
-inline void tn_block(const T* A, const typename Row<T, N>::Vec* Gp, T* C, Index P, Index n, Index p, T* colsum) {
+template <class T, int N, int RR, int VB>
+inline void tn_block(const T* A, const typename Row<T, N, VB>::Vec* Gp, T* C, Index P, Index n, Index p, T* colsum) {
     constexpr int S = RR >= 8 ? 1 : 8 / RR;  // about 8 chains per block
     if (colsum != nullptr)
-        tn_rows<T, N, RR, S, true>(A, Gp, C, P, n, p, colsum);
+        tn_rows<T, N, RR, S, true, VB>(A, Gp, C, P, n, p, colsum);
     else
-        tn_rows<T, N, RR, S, false>(A, Gp, C, P, n, p, nullptr);
+        tn_rows<T, N, RR, S, false, VB>(A, Gp, C, P, n, p, nullptr);
 }
 
-template <class T, int N>
+template <class T, int N, int VB = kVecBytes>
 void tn(const T* A, const T* G, T* C, Index P, Index n, T* colsum) {
-    using R = Row<T, N>;
+    using R = Row<T, N, VB>;
     const typename R::Vec* Gp = R::pack(G, n);
     // Output rows in blocks of 8, then 4, 2, 1: each block is one sweep over G with that many
     // independent chains (P = 10 is two sweeps, not four). The first sweep also sums 1ᵀ G.
     Index p = 0;
-    for (; p + 8 <= P; p += 8, colsum = nullptr) tn_block<T, N, 8>(A, Gp, C, P, n, p, colsum);
-    if (p + 4 <= P) tn_block<T, N, 4>(A, Gp, C, P, n, p, colsum), p += 4, colsum = nullptr;
-    if (p + 2 <= P) tn_block<T, N, 2>(A, Gp, C, P, n, p, colsum), p += 2, colsum = nullptr;
-    if (p < P) tn_block<T, N, 1>(A, Gp, C, P, n, p, colsum);
+    for (; p + 8 <= P; p += 8, colsum = nullptr) tn_block<T, N, 8, VB>(A, Gp, C, P, n, p, colsum);
+    if (p + 4 <= P) tn_block<T, N, 4, VB>(A, Gp, C, P, n, p, colsum), p += 4, colsum = nullptr;
+    if (p + 2 <= P) tn_block<T, N, 2, VB>(A, Gp, C, P, n, p, colsum), p += 2, colsum = nullptr;
+    if (p < P) tn_block<T, N, 1, VB>(A, Gp, C, P, n, p, colsum);
 }
 
 template <class T, int N>
@@ -221,6 +222,41 @@ bool gemm(bool trans_a, bool trans_b, Index m, Index n, Index k, const T* A, con
         return true;
     }
     return false;
+}
+
+// ---- row blocks of Taylor mode (taylor.hpp): outputs up to 32 wide --------------------------
+
+constexpr Index kBlockWidth = 32;  // the widest output row of the block products
+
+// The register width for rows of N values: the build's widest, or half of it on an AVX-512 build
+// when that leaves fewer lanes of a row unused and kRows x V accumulators still fit in the 32
+// registers. 20 floats take two 64-byte registers with 12 lanes idle, or three 32-byte ones with
+// 4 idle: on a core that runs a 512-bit operation as two 256-bit halves, a third less work.
+template <class T, int N>
+constexpr int block_vec_bytes() {
+    if (kVecBytes != 64) return kVecBytes;
+    const int bytes = N * int(sizeof(T)), wide = 64, half = 32;
+    const int pad_wide = (bytes + wide - 1) / wide * wide - bytes;
+    const int v_half = (bytes + half - 1) / half, pad_half = v_half * half - bytes;
+    return pad_half < pad_wide && kRows * v_half + v_half <= 32 ? half : wide;
+}
+
+// C (m x width) = A (m x k) B (+ the row b): B is k x width, or its transpose (width x k).
+template <class T, int N = 1>
+void block_nn(Index width, const T* A, const T* B, T* C, Index m, Index k, bool B_transposed, const T* b) {
+    if constexpr (N <= kBlockWidth) {
+        if (width == N) return nn<T, N, block_vec_bytes<T, N>()>(A, B, C, m, k, B_transposed, b);
+        return block_nn<T, N + 1>(width, A, B, C, m, k, B_transposed, b);
+    }
+}
+
+// C (P x width) = Aᵀ G, A (n x P), G (n x width); colsum = 1ᵀ G when given.
+template <class T, int N = 1>
+void block_tn(Index width, const T* A, const T* G, T* C, Index P, Index n, T* colsum) {
+    if constexpr (N <= kBlockWidth) {
+        if (width == N) return tn<T, N, block_vec_bytes<T, N>()>(A, G, C, P, n, colsum);
+        return block_tn<T, N + 1>(width, A, G, C, P, n, colsum);
+    }
 }
 
 }  // namespace small

@@ -301,6 +301,47 @@ def test_cpu_kernels_are_bit_reproducible(dtype):
             np.testing.assert_array_equal(a.view(f"u{a.itemsize}"), b.view(f"u{b.itemsize}"))
 
 
+# The cpu kernels run blocks of rows (about 4096 values of the widest layer: 204 rows at width 20)
+# and sum the backward over at most 32 groups of blocks: 7001 rows are 35 blocks, so some groups
+# hold two, and the last block is short. Widths above 32 take Eigen's products instead of the
+# register-blocked kernels.
+BLOCK_CASES = [
+    ((2, 20, 20, 1), (0, 1), ((0, 0), (0, 1)), 7001),
+    ((3, 40, 33, 2), (2, 0), ((0, 0), (2, 2)), 300),
+    ((2, 5, 64, 1), (0,), ((0, 0),), 150),
+]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("case", range(len(BLOCK_CASES)))
+def test_cpu_kernels_match_numpy_over_many_blocks_and_wide_layers(case, dtype):
+    layers, first, second, n = BLOCK_CASES[case]
+    acts = ["tanh"] * (len(layers) - 2) + ["identity"]
+    problem = taylor_problem(layers, first, second, n, dtype)
+    want = run_taylor("numpy", acts, first, second, *problem)
+    got = run_taylor("cpu", acts, first, second, *problem)
+    assert_matches_numpy(got, want, dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_cpu_kernels_give_the_same_bits_on_any_thread_count(dtype):
+    """Blocks and groups depend on the sizes only: 1, 2 and 3 threads give the same bits."""
+    layers, first, second = (2, 20, 20, 1), (0, 1), ((0, 0), (0, 1))
+    acts = ["tanh", "sigmoid", "identity"]
+    problem = taylor_problem(layers, first, second, 7001, dtype)
+    before = bp.get_num_threads()
+    runs = []
+    try:
+        for threads in (1, 2, 3):
+            bp.set_num_threads(threads)
+            runs.append(run_taylor("cpu", acts, first, second, *problem))
+    finally:
+        bp.set_num_threads(before)
+    for other in runs[1:]:
+        for a, b in zip(runs[0], other):
+            np.testing.assert_array_equal(a.view(f"u{a.itemsize}"), b.view(f"u{b.itemsize}"))
+
+
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("activation", ["tanh", "sigmoid", "identity"])
 def test_cpu_derivatives_and_weight_gradients_match_numpy(activation, dtype):

@@ -112,6 +112,11 @@ class Backend:
 
     name = "base"
 
+    def reusable(self, shapes, dtype):
+        """Arrays of these shapes for saved values (a backend may hand out memory it reuses once
+        nothing refers to it: HostMemory does)."""
+        return [self.empty(shape, dtype) for shape in shapes]
+
     def _missing(self, kernel):
         raise NotImplementedError(f"backend {self.name!r} does not implement kernel {kernel!r}")
 
@@ -409,8 +414,8 @@ class Backend:
         k1, k2 = len(first), len(pairs)
         widths = [X.shape[1]] + [W.shape[1] for W in Ws]
         # one buffer per layer: [A; Ȧ_1..Ȧ_k1; Ä_1..Ä_k2] (the input's: [Ȧ; Ä], As[0] is X)
-        stacks = [self.empty((k1 + k2, n, widths[0]), args.dtype)]
-        stacks += [args.output(f"A_{l}", None, (1 + k1 + k2, n, widths[l])) for l in range(1, L + 1)]
+        stacks = self.reusable([(k1 + k2, n, widths[0])] + [(1 + k1 + k2, n, w) for w in widths[1:]],
+                               args.dtype)
         As = [X] + [S[0] for S in stacks[1:]]
         dAs = [stacks[0][:k1]] + [S[1:1 + k1] for S in stacks[1:]]
         d2As = [stacks[0][k1:]] + [S[1 + k1:] for S in stacks[1:]]

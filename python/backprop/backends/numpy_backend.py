@@ -10,10 +10,13 @@ from __future__ import annotations
 import numpy as np
 
 from .base import LEAKY_SLOPE, Backend
+from .reuse import BufferPool
 
 
 class HostMemory:
     """The memory kernels of a backend whose arrays are numpy arrays in host memory."""
+
+    _pool = None
 
     def asarray(self, x, dtype):
         """A C-contiguous array of ``dtype`` holding x (no copy when x already is one)."""
@@ -27,6 +30,12 @@ class HostMemory:
 
     def empty(self, shape, dtype):
         return np.empty(shape, dtype=dtype)
+
+    def reusable(self, shapes, dtype):
+        """Arrays of these shapes for saved values, from memory reused once freed (reuse.py)."""
+        if self._pool is None:
+            self._pool = BufferPool()
+        return self._pool.views(shapes, dtype)
 
     def synchronize(self):
         pass

@@ -1,0 +1,54 @@
+"""Host buffers for saved intermediate values, handed out again once nothing refers to them.
+
+``taylor_forward`` saves every layer's streams for the backward: for the Burgers network at
+10,000 points that is 26 MB in float32 per call. Fresh memory of that size comes from the
+operating system page by page (a page fault and a zeroed page each: about a third of the
+forward's time), and is given back when freed. A ``BufferPool`` keeps the last few buffers and
+hands one out again when no array refers to it any more: numpy views keep their base buffer
+alive (``view.base``), so a buffer whose only references are the pool's own is free. It relies
+on CPython's reference counts, as the cpu backend does (pybind11).
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+
+import numpy as np
+
+
+class BufferPool:
+    """Up to ``keep`` byte buffers; ``views(shapes, dtype)`` carves C-contiguous arrays of those
+    shapes out of one buffer that nothing else refers to (a new one when none is free)."""
+
+    def __init__(self, keep=4):
+        self.keep = keep
+        self._buffers = []
+        self._lock = threading.Lock()
+
+    def _free_buffer(self, nbytes):
+        for k in range(len(self._buffers)):
+            # references: the list and getrefcount's argument; a view handed out adds one
+            if self._buffers[k].nbytes == nbytes and sys.getrefcount(self._buffers[k]) == 2:
+                return k
+        return None
+
+    def views(self, shapes, dtype):
+        dtype = np.dtype(dtype)
+        sizes = [int(np.prod(s, dtype=np.int64)) for s in shapes]
+        nbytes = max(1, sum(sizes)) * dtype.itemsize
+        with self._lock:
+            k = self._free_buffer(nbytes)
+            if k is None:
+                buf = np.empty(nbytes, np.uint8)
+                self._buffers.append(buf)
+                del self._buffers[:-self.keep]
+            else:
+                buf = self._buffers.pop(k)
+                self._buffers.append(buf)  # the most recently used last
+            flat = buf.view(dtype)
+            out, start = [], 0
+            for shape, size in zip(shapes, sizes):
+                out.append(flat[start:start + size].reshape(shape))
+                start += size
+            return out
