@@ -64,41 +64,56 @@ struct TaylorDirs {
 
 namespace taylor_detail {
 
-// σ1 (and σ2, σ3 when asked: s2/s3 not null) of `m` activation outputs A, written from A.
+// σ1, σ2, σ3 (act', act'', act''') of an activation as expressions of its output y (an Eigen
+// array expression), computed inside each elementwise pass that needs them: no buffer and no
+// pass of their own. `curved`: σ2 and σ3 are not zero.
 template <class T>
-inline void sigmas(Act act, const T* A, T* s1, T* s2, T* s3, Index m) {
-    using C = Eigen::Array<T, Eigen::Dynamic, 1>;
-    switch (act) {
-        case Act::tanh:
-            lanes::assign(s1, m, [](auto a) { return T(1) - a * a; }, A);
-            if (s2) lanes::assign(s2, m, [](auto a, auto d) { return T(-2) * a * d; }, A, s1);
-            if (s3) lanes::assign(s3, m, [](auto a, auto d) { return d * (T(6) * a * a - T(2)); }, A, s1);
-            return;
-        case Act::sigmoid:
-            lanes::assign(s1, m, [](auto a) { return a * (T(1) - a); }, A);
-            if (s2) lanes::assign(s2, m, [](auto a, auto d) { return d * (T(1) - T(2) * a); }, A, s1);
-            if (s3)
-                lanes::assign(s3, m, [](auto a, auto d) { return d * (T(1) - T(6) * a + T(6) * a * a); }, A, s1);
-            return;
-        case Act::relu:
-            lanes::assign(s1, m, [](auto a) { return (a > T(0)).select(C::Constant(a.size(), T(1)), C::Zero(a.size())); }, A);
-            break;
-        case Act::leaky_relu:
-            lanes::assign(
-                s1, m,
-                [](auto a) { return (a > T(0)).select(C::Constant(a.size(), T(1)), C::Constant(a.size(), T(kLeakySlope))); },
-                A);
-            break;
-        case Act::identity:
-        case Act::none:
-            std::fill_n(s1, m, T(1));
-            break;
-    }
-    if (s2) std::fill_n(s2, m, T(0));
-    if (s3) std::fill_n(s3, m, T(0));
-}
+struct TanhSigmas {
+    static constexpr bool curved = true;
+    template <class E> static auto d1(const E& y) { return T(1) - y * y; }
+    template <class E> static auto d2(const E& y) { return T(-2) * y * (T(1) - y * y); }
+    template <class E> static auto d3(const E& y) { return (T(1) - y * y) * (T(6) * y * y - T(2)); }
+};
 
-inline bool curved(Act act) { return act == Act::tanh || act == Act::sigmoid; }
+template <class T>
+struct SigmoidSigmas {
+    static constexpr bool curved = true;
+    template <class E> static auto d1(const E& y) { return y * (T(1) - y); }
+    template <class E> static auto d2(const E& y) { return y * (T(1) - y) * (T(1) - T(2) * y); }
+    template <class E> static auto d3(const E& y) { return y * (T(1) - y) * (T(1) - T(6) * y + T(6) * y * y); }
+};
+
+template <class T>
+struct ReluSigmas {  // σ1 = [y > 0]; σ2 = σ3 = 0 almost everywhere
+    static constexpr bool curved = false;
+    template <class E> static auto d1(const E& y) {
+        using C = Eigen::Array<T, Eigen::Dynamic, 1>;
+        return (y > T(0)).select(C::Constant(y.size(), T(1)), C::Zero(y.size()));
+    }
+};
+
+template <class T>
+struct LeakyReluSigmas {  // σ1 = 1 or the slope; σ2 = σ3 = 0 almost everywhere
+    static constexpr bool curved = false;
+    template <class E> static auto d1(const E& y) {
+        using C = Eigen::Array<T, Eigen::Dynamic, 1>;
+        return (y > T(0)).select(C::Constant(y.size(), T(1)), C::Constant(y.size(), T(kLeakySlope)));
+    }
+};
+
+// fn(Sigmas{}) for the activation; identity (σ1 = 1, σ2 = σ3 = 0) calls nothing: its streams
+// and their gradients pass through unchanged.
+template <class T, class F>
+inline void with_sigmas(Act act, const F& fn) {
+    switch (act) {
+        case Act::tanh: return fn(TanhSigmas<T>{});
+        case Act::sigmoid: return fn(SigmoidSigmas<T>{});
+        case Act::relu: return fn(ReluSigmas<T>{});
+        case Act::leaky_relu: return fn(LeakyReluSigmas<T>{});
+        case Act::identity:
+        case Act::none: return;
+    }
+}
 
 // The input layer's stream products for `rows` samples: stream a (a < k1) holds row first[a] of
 // W (p wide) on every sample, the k2 streams after it zeros; stream j starts at out + j * stride.
@@ -142,79 +157,82 @@ constexpr Index kTaylorGroups = 32;  // the backward's partial sums: at most thi
 
 // One layer's activation and streams in place, on m values of each stream (stream j at
 // out + j * stride): A = act(H); Ä_q = σ2 Ḣ_a Ḣ_c + σ1 Ḧ_q (before the Ḣ it reads are
-// overwritten); Ȧ_a = σ1 Ḣ_a.
+// overwritten); Ȧ_a = σ1 Ḣ_a, with σ written from A.
 template <class T>
-inline void forward_streams(Act act, const TaylorDirs& dirs, T* out, Index stride, Index m, T* s1, T* s2) {
+inline void forward_streams(Act act, const TaylorDirs& dirs, T* out, Index stride, Index m) {
     const Index k1 = dirs.k1(), k2 = dirs.k2();
     activation_forward<T>(act, out, out, m);
-    if (act == Act::identity || act == Act::none) return;  // σ1 = 1, σ2 = 0: the streams pass unchanged
-    sigmas<T>(act, out, s1, k2 > 0 ? s2 : nullptr, nullptr, m);
-    for (Index qq = 0; qq < k2; ++qq) {
-        const auto [a, c] = dirs.second[qq];
-        T* hq = out + (1 + k1 + qq) * stride;
-        lanes::assign(
-            hq, m, [](auto hq_, auto ha, auto hc, auto d1, auto d2) { return d2 * ha * hc + d1 * hq_; }, hq,
-            static_cast<const T*>(out + (1 + a) * stride), static_cast<const T*>(out + (1 + c) * stride),
-            static_cast<const T*>(s1), static_cast<const T*>(s2));
-    }
-    for (Index a = 0; a < k1; ++a) {
-        T* ha = out + (1 + a) * stride;
-        lanes::assign(ha, m, [](auto h, auto d1) { return d1 * h; }, static_cast<const T*>(ha),
-                      static_cast<const T*>(s1));
-    }
+    const T* A = out;
+    with_sigmas<T>(act, [&](auto sig) {
+        using S = decltype(sig);
+        for (Index qq = 0; qq < k2; ++qq) {
+            const auto [a, c] = dirs.second[qq];
+            T* hq = out + (1 + k1 + qq) * stride;
+            const T* ha = out + (1 + a) * stride;
+            const T* hc = out + (1 + c) * stride;
+            if constexpr (S::curved)
+                lanes::assign(
+                    hq, m, [](auto h, auto y, auto u, auto v) { return S::d2(y) * u * v + S::d1(y) * h; },
+                    static_cast<const T*>(hq), A, ha, hc);
+            else
+                lanes::assign(hq, m, [](auto h, auto y) { return S::d1(y) * h; }, static_cast<const T*>(hq), A);
+        }
+        for (Index a = 0; a < k1; ++a) {
+            T* ha = out + (1 + a) * stride;
+            lanes::assign(ha, m, [](auto h, auto y) { return S::d1(y) * h; }, static_cast<const T*>(ha), A);
+        }
+    });
 }
 
 // The gradients at [A'; Ȧ'; Ä'] (g, stream j at g + j * m) into those at [H; Ḣ; Ḧ], in place, on
-// m values: A the layer's output, h = [Ḣ; Ḧ] (stream j at h + j * m).
+// m values: A the layer's output, h = [Ḣ; Ḧ] (stream j at h + j * m), σ written from A.
 //   GH = σ1 G_A + Σ_a σ2 Ḣ_a Ġ_a + Σ_q (σ3 Ḣ_a Ḣ_c + σ2 Ḧ_q) G̈_q
 //   ĠH_a = σ1 Ġ_a + Σ_{q=(a,c)} σ2 Ḣ_c G̈_q + Σ_{q=(c,a)} σ2 Ḣ_c G̈_q
 //   G̈H_q = σ1 G̈_q
+// (GH first: it reads the stream gradients before they are overwritten.)
 template <class T>
-inline void backward_streams(Act act, const TaylorDirs& dirs, const T* A, T* g, const T* h, Index m, T* s1, T* s2,
-                             T* s3) {
+inline void backward_streams(Act act, const TaylorDirs& dirs, const T* A, T* g, const T* h, Index m) {
     const Index k1 = dirs.k1(), k2 = dirs.k2();
-    const bool curve = curved(act);
-    sigmas<T>(act, A, s1, curve ? s2 : nullptr, curve && k2 > 0 ? s3 : nullptr, m);
-    const T* d1 = s1;
-    const T* d2 = s2;
-    const T* d3 = s3;
-    auto Hd = [&](Index a) { return h + a * m; };                          // Ḣ_a
-    auto Hq = [&](Index qq) { return h + (k1 + qq) * m; };                 // Ḧ_q
-    auto Gd = [&](Index a) { return g + (1 + a) * m; };                    // Ġ_a
-    auto Gq = [&](Index qq) { return g + (1 + k1 + qq) * m; };             // G̈_q
-    T* GH = g;
-    lanes::assign(GH, m, [](auto x, auto y) { return y * x; }, static_cast<const T*>(GH), d1);
-    if (curve) {
-        for (Index a = 0; a < k1; ++a)
-            lanes::assign(
-                GH, m, [](auto x, auto u, auto v, auto w) { return x + u * v * w; }, static_cast<const T*>(GH), d2,
-                Hd(a), static_cast<const T*>(Gd(a)));
-        for (Index qq = 0; qq < k2; ++qq) {
-            const auto [a, c] = dirs.second[qq];
-            lanes::assign(
-                GH, m,
-                [](auto x, auto t3, auto t2, auto ha, auto hc, auto hq, auto gq) {
-                    return x + (t3 * ha * hc + t2 * hq) * gq;
-                },
-                static_cast<const T*>(GH), d3, d2, Hd(a), Hd(c), Hq(qq), static_cast<const T*>(Gq(qq)));
-        }
-    }
-    for (Index a = 0; a < k1; ++a)
-        lanes::assign(Gd(a), m, [](auto x, auto y) { return y * x; }, static_cast<const T*>(Gd(a)), d1);
-    if (curve) {
-        for (Index qq = 0; qq < k2; ++qq) {
-            const auto [a, c] = dirs.second[qq];
-            auto add = [&](Index to, Index other) {
+    auto Hd = [&](Index a) { return h + a * m; };                      // Ḣ_a
+    auto Hq = [&](Index qq) { return h + (k1 + qq) * m; };             // Ḧ_q
+    auto Gd = [&](Index a) { return g + (1 + a) * m; };                // Ġ_a
+    auto Gq = [&](Index qq) { return g + (1 + k1 + qq) * m; };         // G̈_q
+    with_sigmas<T>(act, [&](auto sig) {
+        using S = decltype(sig);
+        T* GH = g;
+        lanes::assign(GH, m, [](auto x, auto y) { return S::d1(y) * x; }, static_cast<const T*>(GH), A);
+        if constexpr (S::curved) {
+            for (Index a = 0; a < k1; ++a)
                 lanes::assign(
-                    Gd(to), m, [](auto x, auto t2, auto hc, auto gq) { return x + t2 * hc * gq; },
-                    static_cast<const T*>(Gd(to)), d2, Hd(other), static_cast<const T*>(Gq(qq)));
-            };
-            add(a, c);
-            add(c, a);
+                    GH, m, [](auto x, auto y, auto u, auto w) { return x + S::d2(y) * u * w; },
+                    static_cast<const T*>(GH), A, Hd(a), static_cast<const T*>(Gd(a)));
+            for (Index qq = 0; qq < k2; ++qq) {
+                const auto [a, c] = dirs.second[qq];
+                lanes::assign(
+                    GH, m,
+                    [](auto x, auto y, auto ha, auto hc, auto hq, auto gq) {
+                        return x + (S::d3(y) * ha * hc + S::d2(y) * hq) * gq;
+                    },
+                    static_cast<const T*>(GH), A, Hd(a), Hd(c), Hq(qq), static_cast<const T*>(Gq(qq)));
+            }
         }
-    }
-    for (Index qq = 0; qq < k2; ++qq)
-        lanes::assign(Gq(qq), m, [](auto x, auto y) { return y * x; }, static_cast<const T*>(Gq(qq)), d1);
+        for (Index a = 0; a < k1; ++a)
+            lanes::assign(Gd(a), m, [](auto x, auto y) { return S::d1(y) * x; }, static_cast<const T*>(Gd(a)), A);
+        if constexpr (S::curved) {
+            for (Index qq = 0; qq < k2; ++qq) {
+                const auto [a, c] = dirs.second[qq];
+                auto add = [&](Index to, Index other) {
+                    lanes::assign(
+                        Gd(to), m, [](auto x, auto y, auto hc, auto gq) { return x + S::d2(y) * hc * gq; },
+                        static_cast<const T*>(Gd(to)), A, Hd(other), static_cast<const T*>(Gq(qq)));
+                };
+                add(a, c);
+                add(c, a);
+            }
+        }
+        for (Index qq = 0; qq < k2; ++qq)
+            lanes::assign(Gq(qq), m, [](auto x, auto y) { return S::d1(y) * x; }, static_cast<const T*>(Gq(qq)), A);
+    });
 }
 
 }  // namespace taylor_detail
@@ -234,13 +252,7 @@ inline void taylor_forward(const std::vector<TaylorLayer<T>>& layers, const Tayl
     Index widest = 1;
     for (const auto& L : layers) widest = std::max(widest, L.p_out);
     const Index R = taylor_block_rows(widest), blocks = (n + R - 1) / R;
-    struct Work {
-        std::vector<T> s1, s2;
-    };
-    std::vector<Work> work(std::size_t(std::max(1, threads)));
-    parallel_for(blocks, threads, [&](int w, Index blk) {
-        Work& ws = work[w];
-        ws.s1.resize(R * widest), ws.s2.resize(k2 > 0 ? R * widest : 0);
+    parallel_for(blocks, threads, [&](int, Index blk) {
         const Index r0 = blk * R, rows = std::min(R, n - r0);
         for (std::size_t l = 0; l < layers.size(); ++l) {
             const TaylorLayer<T>& L = layers[l];
@@ -253,7 +265,7 @@ inline void taylor_forward(const std::vector<TaylorLayer<T>>& layers, const Tayl
                 for (Index j = 0; j < s; ++j)  // every stream by the same W; the bias on A only
                     block_product<T>(S[l] + (j * n + r0) * p, L.W, j == 0 ? L.b : nullptr, out + j * stride, rows, p, q);
             }
-            forward_streams<T>(L.act, dirs, out, stride, rows * q, ws.s1.data(), ws.s2.data());
+            forward_streams<T>(L.act, dirs, out, stride, rows * q);
         }
     });
 }
@@ -279,13 +291,12 @@ inline void taylor_backward(const std::vector<TaylorLayer<T>>& layers, const Tay
     const Index groups = std::min(blocks, kTaylorGroups);
     std::vector<T> partial(std::size_t(groups * weights), T(0));  // group g's dW, db at g * weights
     struct Work {
-        std::vector<T> g, g_prev, h, s1, s2, s3, dw, dbias;
+        std::vector<T> g, g_prev, h, dw, dbias;
     };
     std::vector<Work> work(std::size_t(std::max(1, threads)));
     parallel_for(groups, threads, [&](int w, Index grp) {
         Work& ws = work[w];
         ws.g.resize(s * R * widest), ws.g_prev.resize(s * R * widest), ws.h.resize((k1 + k2) * R * widest_out);
-        ws.s1.resize(R * widest_out), ws.s2.resize(R * widest_out), ws.s3.resize(R * widest_out);
         ws.dw.resize(widest * widest_out), ws.dbias.resize(widest_out);
         T* part = partial.data() + grp * weights;
         const Index first_block = blocks * grp / groups, last_block = blocks * (grp + 1) / groups;
@@ -315,8 +326,7 @@ inline void taylor_backward(const std::vector<TaylorLayer<T>>& layers, const Tay
                         for (Index j = 1; j < s; ++j)
                             block_product<T>(S[l] + (j * n + r0) * p, L.W, nullptr, h + (j - 1) * m, rows, p, q);
                 }
-                backward_streams<T>(L.act, dirs, S[l + 1] + r0 * q, g, h, m, ws.s1.data(), ws.s2.data(),
-                                    ws.s3.data());
+                backward_streams<T>(L.act, dirs, S[l + 1] + r0 * q, g, h, m);
                 // dW += Σ_j S_jᵀ G_j over this block's rows, db += 1ᵀ GH
                 T* dw = ws.dw.data();
                 T* pw = part + offW[l];

@@ -200,3 +200,28 @@ def test_output_into_a_closed_pipe_exits_quietly():
         os.close(write_end)
     assert proc.stderr == b""
     assert proc.returncode == 128 + signal.SIGPIPE
+
+
+@pytest.mark.parametrize("pinn", [False, True])
+def test_a_json_write_that_fails_after_the_run_is_one_line(tmp_path, capsys, monkeypatch, pinn):
+    """The disk fills up between the check and the write: one line, exit status 2, the table
+    already printed (bench and bench --pinn alike)."""
+    from backprop import bench_pinn
+
+    def no_space(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    if pinn:
+        monkeypatch.setattr(bench_pinn, "run", lambda **kw: {"rows": [], "skipped": {}})
+    else:
+        monkeypatch.setattr(bench, "run", lambda **kw: {"rows": [], "skipped": {}, "machine": {"cpu": "x", "cores": 1}})
+        monkeypatch.setattr(bench, "format_table", lambda result: "the table")
+    monkeypatch.setattr(cli.json, "dump", no_space)
+    path = tmp_path / "r.json"
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["bench", "--quick", "--json", str(path)] + (["--pinn"] if pinn else []))
+    assert exit_.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.err == (f"backprop: error: --json {path}: No space left on device "
+                            "(the table above has the results)\n")
+    assert "N_f" in captured.out if pinn else "the table" in captured.out

@@ -68,14 +68,19 @@ def cmd_bench(args):
           f"one training step (forward, backward, SGD update), median of {args.repeat if not args.quick else min(args.repeat, 3)} rounds")
     print(bench.format_table(result))
     if args.json:
-        try:
-            with open(args.json, "w") as f:
-                json.dump(result, f, indent=2)
-        except OSError as exc:
-            raise UsageError(f"--json {args.json}: {exc.strerror or exc} (the table above has "
-                             "the results)") from None
-        print(f"wrote {args.json}")
+        _write_json(result, args.json)
     return 0
+
+
+def _write_json(result, path):
+    """Writes the benchmark's results; a failure (the disk filled up, the folder went away since
+    the check) is one line, the table already printed."""
+    try:
+        with open(path, "w") as f:
+            json.dump(result, f, indent=2)
+    except OSError as exc:
+        raise UsageError(f"--json {path}: {exc.strerror or exc} (the table above has the results)") from None
+    print(f"wrote {path}")
 
 
 def _bench_pinn(args):
@@ -94,9 +99,7 @@ def _bench_pinn(args):
           f"of the Burgers loss ([2]+[20]*8+[1] tanh, N_u = 100, float32), median of {repeat} rounds")
     print(bench_pinn.format_table(result))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
-        print(f"wrote {args.json}")
+        _write_json(result, args.json)
     return 0
 
 
