@@ -95,3 +95,57 @@ def test_bad_options():
                    dict(clip_grad_norm=1.0), dict(checkpoint="x.npz")):
         with pytest.raises(ValueError, match="lbfgs"):
             net.fit(np.zeros((4, 1)), np.zeros((4, 1)), optimizer="lbfgs", **option)
+
+
+def _function_as_model(f_and_grad, x0, backend="numpy"):
+    """A model whose parameters are the variables of f (W: 1 x d; b unused, its gradient 0) and
+    the closure L-BFGS takes: f at the parameters, its gradient written into net.grads."""
+    d = len(x0)
+    net = bp.MLP([1, d], backend=backend, dtype="float64", seed=0)
+    net.set_params([np.asarray(x0, float).reshape(1, d)], [np.zeros(d)])
+
+    def closure():
+        x = np.asarray(net.backend.to_numpy(net.params[0])).reshape(-1)
+        value, grad = f_and_grad(x)
+        net.grads[0][...] = net.backend.asarray(grad.reshape(1, d), net.params[0].dtype)
+        net.grads[1][...] = 0.0
+        return value
+
+    return net, closure
+
+
+def _quadratic(x):
+    A = np.diag(np.arange(1.0, len(x) + 1)) + 0.3  # symmetric positive definite, condition ~20
+    c = np.linspace(-1, 1, len(x))
+    return 0.5 * x @ A @ x - c @ x, A @ x - c
+
+
+def _rosenbrock(x):
+    value = np.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2)
+    grad = np.zeros_like(x)
+    grad[:-1] = -400.0 * x[:-1] * (x[1:] - x[:-1] ** 2) - 2 * (1 - x[:-1])
+    grad[1:] += 200.0 * (x[1:] - x[:-1] ** 2)
+    return value, grad
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name, fun, x0", [
+    ("quadratic", _quadratic, np.linspace(2.0, -1.0, 8)),
+    ("rosenbrock", _rosenbrock, np.array([-1.2, 1.0, -0.5, 0.8])),
+])
+def test_quadratic_and_rosenbrock_against_scipy(backend, name, fun, x0):
+    """The same minimum as SciPy's L-BFGS-B from the same start, to the tolerances asked."""
+    scipy_optimize = pytest.importorskip("scipy.optimize")
+    ref = scipy_optimize.minimize(fun, x0, jac=True, method="L-BFGS-B",
+                                  options={"gtol": 1e-12, "ftol": 1e-16, "maxiter": 2000, "maxcor": 10})
+    net, closure = _function_as_model(fun, x0, backend)
+    result = LBFGS(max_iter=2000, tolerance_grad=1e-10, tolerance_change=1e-16).minimize(net, closure)
+    mine = np.asarray(net.backend.to_numpy(net.params[0])).reshape(-1)
+    assert result.converged, result.reason
+    np.testing.assert_allclose(mine, ref.x, atol=1e-6)
+    assert fun(mine)[0] <= ref.fun + 1e-12
+    if name == "rosenbrock":
+        np.testing.assert_allclose(mine, np.ones_like(x0), atol=1e-6)
+    else:
+        A = np.diag(np.arange(1.0, len(x0) + 1)) + 0.3
+        np.testing.assert_allclose(mine, np.linalg.solve(A, np.linspace(-1, 1, len(x0))), atol=1e-8)

@@ -483,3 +483,51 @@ def test_readme_poisson_example():
     exec(compile(code, "README.md", "exec"), scope)
     assert np.isfinite(scope["result"].loss)
     assert scope["result"].loss < scope["adam_loss"]
+
+
+# ---- PyTorch double backward as an oracle (when torch is installed) -------------------------
+
+@pytest.mark.parametrize("backend", ["numpy", "cpu"])
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid"])
+def test_against_pytorch_double_backward(backend, activation):
+    """u, u_x, u_t, u_xx, u_xt and the weight gradients of a Burgers-like residual loss, against
+    torch.autograd.grad(..., create_graph=True) on the same weights (float64)."""
+    torch = pytest.importorskip("torch")
+    if backend not in bp.available_backends():
+        pytest.skip(f"backend {backend!r} is not built here")
+    X = inputs(n=33)
+    net = make_net(activation, backend=backend, layers=(2, 9, 7, 1))
+    params = [torch.tensor(np.asarray(net.backend.to_numpy(p.value)), requires_grad=True)
+              for p in net.parameters()]
+    act = torch.tanh if activation == "tanh" else torch.sigmoid
+
+    def torch_net(x):
+        A = x
+        for l in range(len(params) // 2):
+            A = A @ params[2 * l] + params[2 * l + 1].reshape(-1)
+            if l < len(params) // 2 - 1:
+                A = act(A)
+        return A
+
+    x = torch.tensor(X, requires_grad=True)
+    u = torch_net(x)
+    du = torch.autograd.grad(u.sum(), x, create_graph=True)[0]
+    u_x, u_t = du[:, :1], du[:, 1:]
+    d2 = torch.autograd.grad(u_x.sum(), x, create_graph=True)[0]
+    u_xx, u_xt = d2[:, :1], d2[:, 1:]
+    loss = ((u_t + u * u_x - 0.3 * u_xx + u_xt) ** 2).mean()
+    loss.backward()
+    want = [t.detach().numpy() for t in (u, u_x, u_t, u_xx, u_xt)]
+
+    got = net.derivatives(X, first=("x", "t"), second=("xx", "xt"), names=("x", "t"))
+    for k, (a, b) in enumerate(zip(got, want)):
+        assert rel(a.numpy(), b) <= 1e-12, k
+
+    def residual():
+        u, u_x, u_t, u_xx, u_xt = net.derivatives(X, first=("x", "t"), second=("xx", "xt"), names=("x", "t"))
+        return ((u_t + u * u_x - 0.3 * u_xx + u_xt) ** 2).mean()
+
+    value, grads = grads_of(net, residual)
+    assert abs(value - loss.item()) <= 1e-12 * abs(loss.item())
+    for g, p in zip(grads, params):
+        assert rel(g.reshape(p.shape), p.grad.numpy()) <= 1e-10

@@ -59,6 +59,8 @@ CASES = {
     "transpose_axes": (lambda a: a.transpose(2, 0, 1).tanh(), [(2, 3, 4)]),
     "slice": (lambda a: a[1:, ::2] * a[:-1, 1::2], [(3, 4)]),
     "int_index_repeats": (lambda a: a[[0, 2, 0, 1]] * a[[1, 1, 2, 0]], [(3, 4)]),
+    "int_and_slice": (lambda a: a[1, 1:] * a[..., 0, None][2] + a[np.newaxis, 0, 1:].sin(), [(3, 4)]),
+    "array_and_slice_repeats": (lambda a: a[np.array([0, 0, 2]), 1:] ** 2, [(3, 4)]),
     "int_index_2d": (lambda a: a[np.array([0, 2, 2]), np.array([1, 1, 3])] ** 2, [(3, 4)]),
     "concatenate": (lambda a, b: bp.concatenate([a, b, a], axis=1).tanh(), [(2, 3), (2, 2)]),
     "stack": (lambda a, b: bp.stack([a, b * a], axis=1).sin(), [(2, 3), (2, 3)]),

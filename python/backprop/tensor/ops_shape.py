@@ -87,8 +87,19 @@ def _getitem_backward(out, g, graph):
     return (G,)
 
 
+def _is_basic(key):
+    """Whether ``key`` is basic indexing (integers, slices, ..., None): no entry repeats."""
+    parts = key if isinstance(key, tuple) else (key,)
+    return all(k is None or k is Ellipsis or isinstance(k, (slice, int, np.integer)) and not isinstance(k, bool)
+               for k in parts)
+
+
 def _scatter_add(target, key, values):
-    """target[key] += values, with repeated indices adding up (numpy's add.at; cupyx's scatter_add)."""
+    """target[key] += values, with repeated indices adding up (numpy's add.at; cupyx's scatter_add).
+    A basic index selects each entry once: a plain in-place add, without add.at's slow path."""
+    if _is_basic(key):
+        target[key] += values
+        return
     if isinstance(target, np.ndarray):
         np.add.at(target, key, values)
         return
