@@ -3,8 +3,8 @@
 // stay in cache, on the backend's threads.
 //
 // The recursion (numpy_backend._taylor_forward is the reference), per layer, with the streams
-// of a layer stored one after another as one (1 + k1 + k2) x n x p buffer S = [A; Ȧ_1..Ȧ_k1;
-// Ä_1..Ä_k2] (base.py allocates the saved arrays as views of it):
+// of a layer one after another in one (1 + k1 + k2) x n x p buffer (base.py allocates the saved
+// arrays as views of it), S = [A; Ȧ_1..Ȧ_k1; Ä_1..Ä_k2] the inputs of the next layer:
 //
 //     [H; Ḣ; Ḧ] = S W            (the bias on the first block only)
 //     A' = act(H)   Ä'_q = σ2 ⊙ Ḣ_a ⊙ Ḣ_c + σ1 ⊙ Ḧ_q   Ȧ'_a = σ1 ⊙ Ḣ_a     (q = (a, c))
@@ -13,8 +13,11 @@
 // layer is the exception: S_0 = [X; e_i rows; 0], so its Ḣ_a is row first[a] of W on every sample
 // and Ḧ = 0, exactly, with no product.
 //
-// The backward recomputes [Ḣ; Ḧ] = S[1:] W, turns the gradients arriving at [A'; Ȧ'; Ä'] into
-// those at [H; Ḣ; Ḧ] (the equations of base.taylor_backward), then
+// The forward keeps each hidden layer's streams as they are before the activation, [Ḣ; Ḧ] (the
+// backward needs them; [Ȧ; Ä] are one elementwise pass from them and A, where [Ḣ; Ḧ] from [Ȧ; Ä]
+// would take a product), and the last layer's after it (the results). The backward, per layer
+// from the last, turns the gradients arriving at [A'; Ȧ'; Ä'] into those at [H; Ḣ; Ḧ] (the
+// equations of base.taylor_backward), then
 //
 //     dW = Sᵀ [GH; ĠH; G̈H]        (summed over every stream)
 //     db = 1ᵀ GH                  (the first block only: Ḣ and Ḧ carry no bias)
@@ -155,46 +158,50 @@ inline Index taylor_block_rows(Index widest) { return std::max<Index>(8, std::mi
 
 constexpr Index kTaylorGroups = 32;  // the backward's partial sums: at most this many groups of blocks
 
-// One layer's activation and streams in place, on m values of each stream (stream j at
-// out + j * stride): A = act(H); Ä_q = σ2 Ḣ_a Ḣ_c + σ1 Ḧ_q (before the Ḣ it reads are
-// overwritten); Ȧ_a = σ1 Ḣ_a, with σ written from A.
+// The derivative streams through one activation, on m values of each stream: from the
+// pre-activation streams [Ḣ; Ḧ] (stream j at pre + j * pre_stride) and the layer's output A,
+//     Ä_q = σ2 Ḣ_a Ḣ_c + σ1 Ḧ_q,    Ȧ_a = σ1 Ḣ_a        (σ written from A)
+// into post (stream j at post + j * post_stride). post may be pre itself (in place: the second
+// streams are written first, while the Ḣ they read are still there).
 template <class T>
-inline void forward_streams(Act act, const TaylorDirs& dirs, T* out, Index stride, Index m) {
+inline void activate_streams(Act act, const TaylorDirs& dirs, const T* A, const T* pre, Index pre_stride, T* post,
+                             Index post_stride, Index m) {
     const Index k1 = dirs.k1(), k2 = dirs.k2();
-    activation_forward<T>(act, out, out, m);
-    const T* A = out;
+    auto Pre = [&](Index j) { return pre + j * pre_stride; };
+    auto Post = [&](Index j) { return post + j * post_stride; };
+    if (act == Act::identity || act == Act::none) {  // σ1 = 1, σ2 = 0: unchanged
+        if (post != pre)
+            for (Index j = 0; j < k1 + k2; ++j) std::copy_n(Pre(j), m, Post(j));
+        return;
+    }
     with_sigmas<T>(act, [&](auto sig) {
         using S = decltype(sig);
         for (Index qq = 0; qq < k2; ++qq) {
             const auto [a, c] = dirs.second[qq];
-            T* hq = out + (1 + k1 + qq) * stride;
-            const T* ha = out + (1 + a) * stride;
-            const T* hc = out + (1 + c) * stride;
             if constexpr (S::curved)
                 lanes::assign(
-                    hq, m, [](auto h, auto y, auto u, auto v) { return S::d2(y) * u * v + S::d1(y) * h; },
-                    static_cast<const T*>(hq), A, ha, hc);
+                    Post(k1 + qq), m, [](auto h, auto y, auto u, auto v) { return S::d2(y) * u * v + S::d1(y) * h; },
+                    Pre(k1 + qq), A, Pre(a), Pre(c));
             else
-                lanes::assign(hq, m, [](auto h, auto y) { return S::d1(y) * h; }, static_cast<const T*>(hq), A);
+                lanes::assign(Post(k1 + qq), m, [](auto h, auto y) { return S::d1(y) * h; }, Pre(k1 + qq), A);
         }
-        for (Index a = 0; a < k1; ++a) {
-            T* ha = out + (1 + a) * stride;
-            lanes::assign(ha, m, [](auto h, auto y) { return S::d1(y) * h; }, static_cast<const T*>(ha), A);
-        }
+        for (Index a = 0; a < k1; ++a)
+            lanes::assign(Post(a), m, [](auto h, auto y) { return S::d1(y) * h; }, Pre(a), A);
     });
 }
 
 // The gradients at [A'; Ȧ'; Ä'] (g, stream j at g + j * m) into those at [H; Ḣ; Ḧ], in place, on
-// m values: A the layer's output, h = [Ḣ; Ḧ] (stream j at h + j * m), σ written from A.
+// m values: A the layer's output, h = [Ḣ; Ḧ] (stream j at h + j * h_stride), σ written from A.
 //   GH = σ1 G_A + Σ_a σ2 Ḣ_a Ġ_a + Σ_q (σ3 Ḣ_a Ḣ_c + σ2 Ḧ_q) G̈_q
 //   ĠH_a = σ1 Ġ_a + Σ_{q=(a,c)} σ2 Ḣ_c G̈_q + Σ_{q=(c,a)} σ2 Ḣ_c G̈_q
 //   G̈H_q = σ1 G̈_q
 // (GH first: it reads the stream gradients before they are overwritten.)
 template <class T>
-inline void backward_streams(Act act, const TaylorDirs& dirs, const T* A, T* g, const T* h, Index m) {
+inline void backward_streams(Act act, const TaylorDirs& dirs, const T* A, T* g, const T* h, Index h_stride,
+                             Index m) {
     const Index k1 = dirs.k1(), k2 = dirs.k2();
-    auto Hd = [&](Index a) { return h + a * m; };                      // Ḣ_a
-    auto Hq = [&](Index qq) { return h + (k1 + qq) * m; };             // Ḧ_q
+    auto Hd = [&](Index a) { return h + a * h_stride; };               // Ḣ_a
+    auto Hq = [&](Index qq) { return h + (k1 + qq) * h_stride; };      // Ḧ_q
     auto Gd = [&](Index a) { return g + (1 + a) * m; };                // Ġ_a
     auto Gq = [&](Index qq) { return g + (1 + k1 + qq) * m; };         // G̈_q
     with_sigmas<T>(act, [&](auto sig) {
@@ -237,35 +244,51 @@ inline void backward_streams(Act act, const TaylorDirs& dirs, const T* A, T* g, 
 
 }  // namespace taylor_detail
 
-// X: n x d. S[0]: (k1+k2) x n x d (the input's streams; unused when k1 = 0), S[l]: (1+k1+k2) x n
-// x p_l for l = 1..L, written: block 0 the activations, then the k1 first and k2 second streams.
+// X: n x d. S[0]: (k1+k2) x n x d, the input's streams (e rows, then zeros; unused when k1 = 0).
+// S[l], l = 1..L: (1+k1+k2) x n x p_l, written: block 0 the layer's output A_l, then its k1 first
+// and k2 second streams, AFTER the activation for the last layer (Ȧ_L, Ä_L: the results) and
+// BEFORE it for the hidden layers (Ḣ_l, Ḧ_l: the backward needs them, and Ȧ_l, Ä_l are one
+// elementwise pass from them and A_l, where a product would be needed the other way round).
 template <class T>
 inline void taylor_forward(const std::vector<TaylorLayer<T>>& layers, const TaylorDirs& dirs, const T* X,
                            const std::vector<T*>& S, Index n, int threads) {
     using namespace taylor_detail;
-    const Index k1 = dirs.k1(), k2 = dirs.k2(), s = 1 + k1 + k2, d = layers[0].p_in;
+    const Index k1 = dirs.k1(), k2 = dirs.k2(), k = k1 + k2, d = layers[0].p_in, nL = layers.size();
     if (k1 > 0) {  // S_0's streams: e_{first[a]} rows, then zeros
-        std::fill_n(S[0], (k1 + k2) * n * d, T(0));
+        std::fill_n(S[0], k * n * d, T(0));
         for (Index a = 0; a < k1; ++a)
             for (Index i = 0; i < n; ++i) S[0][(a * n + i) * d + dirs.first[a]] = T(1);
     }
     Index widest = 1;
     for (const auto& L : layers) widest = std::max(widest, L.p_out);
     const Index R = taylor_block_rows(widest), blocks = (n + R - 1) / R;
-    parallel_for(blocks, threads, [&](int, Index blk) {
+    struct Work {
+        std::vector<T> post, next;  // a hidden layer's [Ȧ; Ä] for this block's rows, compact
+    };
+    std::vector<Work> work(std::size_t(std::max(1, threads)));
+    parallel_for(blocks, threads, [&](int w, Index blk) {
+        Work& ws = work[w];
+        ws.post.resize(k * R * widest), ws.next.resize(k * R * widest);
         const Index r0 = blk * R, rows = std::min(R, n - r0);
-        for (std::size_t l = 0; l < layers.size(); ++l) {
+        for (Index l = 0; l < nL; ++l) {
             const TaylorLayer<T>& L = layers[l];
-            const Index p = L.p_in, q = L.p_out, stride = n * q;
+            const Index p = L.p_in, q = L.p_out, stride = n * q, m = rows * q;
             T* out = S[l + 1] + r0 * q;  // this block's rows of stream 0; stream j at + j * stride
             if (l == 0) {
                 block_product<T>(X + r0 * d, L.W, L.b, out, rows, d, q);
                 input_streams<T>(dirs, L.W, out + stride, rows, q, stride);
-            } else {
-                for (Index j = 0; j < s; ++j)  // every stream by the same W; the bias on A only
-                    block_product<T>(S[l] + (j * n + r0) * p, L.W, j == 0 ? L.b : nullptr, out + j * stride, rows, p, q);
+            } else {  // every stream by the same W; the bias on A only
+                block_product<T>(S[l] + r0 * p, L.W, L.b, out, rows, p, q);
+                for (Index j = 0; j < k; ++j)
+                    block_product<T>(ws.post.data() + j * rows * p, L.W, nullptr, out + (1 + j) * stride, rows, p, q);
             }
-            forward_streams<T>(L.act, dirs, out, stride, rows * q);
+            activation_forward<T>(L.act, out, out, m);
+            if (l == nL - 1) {  // the results, in place
+                activate_streams<T>(L.act, dirs, out, out + stride, stride, out + stride, stride, m);
+            } else {  // Ḣ, Ḧ stay saved; Ȧ, Ä for the next layer's product
+                activate_streams<T>(L.act, dirs, out, out + stride, stride, ws.next.data(), m, m);
+                std::swap(ws.post, ws.next);
+            }
         }
     });
 }
@@ -277,7 +300,7 @@ inline void taylor_backward(const std::vector<TaylorLayer<T>>& layers, const Tay
                             const std::vector<const T*>& S, const T* G, const T* dG, const T* d2G,
                             const std::vector<T*>& dW, const std::vector<T*>& db, Index n, int threads) {
     using namespace taylor_detail;
-    const Index k1 = dirs.k1(), k2 = dirs.k2(), s = 1 + k1 + k2, nL = layers.size(), d = layers[0].p_in;
+    const Index k1 = dirs.k1(), k2 = dirs.k2(), k = k1 + k2, s = 1 + k, nL = layers.size(), d = layers[0].p_in;
     Index widest_out = 1, widest = d, weights = 0;
     std::vector<Index> offW(nL), offb(nL);
     for (Index l = 0; l < nL; ++l) {
@@ -291,13 +314,13 @@ inline void taylor_backward(const std::vector<TaylorLayer<T>>& layers, const Tay
     const Index groups = std::min(blocks, kTaylorGroups);
     std::vector<T> partial(std::size_t(groups * weights), T(0));  // group g's dW, db at g * weights
     struct Work {
-        std::vector<T> g, g_prev, h, dw, dbias;
+        std::vector<T> g, g_prev, post, h, dw, dbias;
     };
     std::vector<Work> work(std::size_t(std::max(1, threads)));
     parallel_for(groups, threads, [&](int w, Index grp) {
         Work& ws = work[w];
-        ws.g.resize(s * R * widest), ws.g_prev.resize(s * R * widest), ws.h.resize((k1 + k2) * R * widest_out);
-        ws.dw.resize(widest * widest_out), ws.dbias.resize(widest_out);
+        ws.g.resize(s * R * widest), ws.g_prev.resize(s * R * widest), ws.post.resize(k * R * widest);
+        ws.h.resize(k * R * widest_out), ws.dw.resize(widest * widest_out), ws.dbias.resize(widest_out);
         T* part = partial.data() + grp * weights;
         const Index first_block = blocks * grp / groups, last_block = blocks * (grp + 1) / groups;
         for (Index blk = first_block; blk < last_block; ++blk) {
@@ -316,35 +339,48 @@ inline void taylor_backward(const std::vector<TaylorLayer<T>>& layers, const Tay
             }
             for (Index l = nL - 1; l >= 0; --l) {
                 const TaylorLayer<T>& L = layers[l];
-                const Index p = L.p_in, q = L.p_out, m = rows * q;
+                const Index p = L.p_in, q = L.p_out, m = rows * q, stride = n * q;
                 T* g = ws.g.data();
-                T* h = ws.h.data();
-                if (k1 > 0) {  // [Ḣ; Ḧ] again, this block's rows
+                // the layer's inputs [A; Ȧ; Ä] for this block: X and e rows, or A_{l-1} saved and
+                // [Ȧ; Ä] from the saved Ḣ_{l-1}, Ḧ_{l-1} (compact in ws.post)
+                const T* A_in = l == 0 ? X + r0 * d : S[l] + r0 * p;
+                if (l > 0 && k > 0)
+                    activate_streams<T>(layers[l - 1].act, dirs, A_in, A_in + n * p, n * p, ws.post.data(),
+                                        rows * p, rows * p);
+                // the layer's pre-activation streams [Ḣ; Ḧ]: saved, but for the last layer, whose
+                // saved streams are after its activation: the same for identity, else again
+                const T* h = S[l + 1] + r0 * q + stride;
+                Index h_stride = stride;
+                const Act act_out = L.act;
+                if (l == nL - 1 && k > 0 && act_out != Act::identity && act_out != Act::none) {
                     if (l == 0)
-                        input_streams<T>(dirs, L.W, h, rows, q, m);
+                        input_streams<T>(dirs, L.W, ws.h.data(), rows, q, m);
                     else
-                        for (Index j = 1; j < s; ++j)
-                            block_product<T>(S[l] + (j * n + r0) * p, L.W, nullptr, h + (j - 1) * m, rows, p, q);
+                        for (Index j = 0; j < k; ++j)
+                            block_product<T>(ws.post.data() + j * rows * p, L.W, nullptr, ws.h.data() + j * m, rows,
+                                             p, q);
+                    h = ws.h.data(), h_stride = m;
                 }
-                backward_streams<T>(L.act, dirs, S[l + 1] + r0 * q, g, h, m);
+                backward_streams<T>(L.act, dirs, S[l + 1] + r0 * q, g, h, h_stride, m);
                 // dW += Σ_j S_jᵀ G_j over this block's rows, db += 1ᵀ GH
                 T* dw = ws.dw.data();
                 T* pw = part + offW[l];
                 T* pb = part + offb[l];
-                const Index streams = l == 0 ? 1 : s;  // the input's streams are e rows: below
-                for (Index j = 0; j < streams; ++j) {
-                    const T* A = l == 0 ? X + r0 * d : S[l] + (j * n + r0) * p;
-                    block_weight_product<T>(A, g + j * m, dw, j == 0 ? ws.dbias.data() : nullptr, rows, p, q);
-                    for (Index k = 0; k < p * q; ++k) pw[k] += dw[k];
-                }
-                for (Index k = 0; k < q; ++k) pb[k] += ws.dbias[k];
+                block_weight_product<T>(A_in, g, dw, ws.dbias.data(), rows, p, q);
+                for (Index i = 0; i < p * q; ++i) pw[i] += dw[i];
+                for (Index i = 0; i < q; ++i) pb[i] += ws.dbias[i];
                 if (l == 0) {  // S_0's stream a is e_{first[a]}: 1ᵀ ĠH_a onto row first[a]
                     for (Index a = 0; a < k1; ++a) {
                         colsum<T>(g + (1 + a) * m, ws.dbias.data(), rows, q);
                         T* row = pw + dirs.first[a] * q;
-                        for (Index k = 0; k < q; ++k) row[k] += ws.dbias[k];
+                        for (Index i = 0; i < q; ++i) row[i] += ws.dbias[i];
                     }
-                } else {  // [G_A; Ġ; G̈] for the layer below
+                } else {
+                    for (Index j = 0; j < k; ++j) {
+                        block_weight_product<T>(ws.post.data() + j * rows * p, g + (1 + j) * m, dw, nullptr, rows, p, q);
+                        for (Index i = 0; i < p * q; ++i) pw[i] += dw[i];
+                    }
+                    // [G_A; Ġ; G̈] for the layer below
                     for (Index j = 0; j < s; ++j)
                         block_product_t<T>(g + j * m, L.W, ws.g_prev.data() + j * rows * p, rows, q, p);
                     std::swap(ws.g, ws.g_prev);
@@ -355,15 +391,15 @@ inline void taylor_backward(const std::vector<TaylorLayer<T>>& layers, const Tay
     // the groups' sums, added in group order
     parallel_for(nL, threads, [&](int, Index l) {
         const Index q = layers[l].p_out, size = layers[l].p_in * q;
-        for (Index k = 0; k < size; ++k) {
-            T v = partial[offW[l] + k];
-            for (Index grp = 1; grp < groups; ++grp) v += partial[grp * weights + offW[l] + k];
-            dW[l][k] = v;
+        for (Index i = 0; i < size; ++i) {
+            T v = partial[offW[l] + i];
+            for (Index grp = 1; grp < groups; ++grp) v += partial[grp * weights + offW[l] + i];
+            dW[l][i] = v;
         }
-        for (Index k = 0; k < q; ++k) {
-            T v = partial[offb[l] + k];
-            for (Index grp = 1; grp < groups; ++grp) v += partial[grp * weights + offb[l] + k];
-            db[l][k] = v;
+        for (Index i = 0; i < q; ++i) {
+            T v = partial[offb[l] + i];
+            for (Index grp = 1; grp < groups; ++grp) v += partial[grp * weights + offb[l] + i];
+            db[l][i] = v;
         }
     });
 }

@@ -93,8 +93,11 @@ class TaylorSaved(NamedTuple):
     ``first`` the k1 input indices of the streams, ``second`` the k2 pairs (a, c) of positions
     in ``first`` (not input indices) of the second-derivative streams. ``taylor_forward`` makes
     As[l], dAs[l], d2As[l] (l >= 1) views of one (1 + k1 + k2) x n x p_l buffer, in that order,
-    and dAs[0], d2As[0] views of one (k1 + k2) x n x p_0 buffer, so that a backend can multiply
-    all of a layer's streams by W in one product (the cpu backend relies on it)."""
+    and dAs[0], d2As[0] views of one (k1 + k2) x n x p_0 buffer, so that a backend can reach
+    every stream of a layer from one pointer (the cpu backend relies on it). What a backend
+    keeps in the hidden layers' dAs, d2As is its own: the cpu backend keeps the streams before
+    the activation there (Ḣ, Ḧ, which its backward needs; csrc/taylor.hpp). The last layer's
+    are always the results, dF and d2F."""
     As: list
     dAs: list
     d2As: list
