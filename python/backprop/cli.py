@@ -217,7 +217,7 @@ def build_parser():
     p.add_argument("--adam-steps", type=int, default=None,
                    help="Adam steps (lr 1e-3) before L-BFGS (default: 2000; burgers 1000)")
     p.add_argument("--lbfgs-iters", type=int, default=None,
-                   help="L-BFGS iterations at most (default: poisson1d 300, poisson2d 500, burgers 5000)")
+                   help="L-BFGS iterations at most (default: poisson1d 300, poisson2d 500, burgers 20000)")
     p.add_argument("--collocation", type=int, default=None, metavar="N_F",
                    help="collocation points (default: poisson1d 64, poisson2d 1000, burgers 10000)")
     p.add_argument("--sampling", default="lhs", choices=["lhs", "uniform"],

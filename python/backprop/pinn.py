@@ -29,6 +29,7 @@ from .train import Trainer
 
 PROBLEMS = ("poisson1d", "poisson2d", "burgers")
 NU = 0.01 / math.pi  # Burgers viscosity
+LBFGS_HISTORY = 50  # the (s, y) pairs L-BFGS keeps: Raissi et al.'s setting (SciPy's maxcor)
 
 
 def lacks_taylor(backend):
@@ -216,8 +217,9 @@ def make(name, n_f=None, seed=0, sampling="lhs"):
     return classes[name](n_f=n_f, seed=seed, sampling=sampling)
 
 
-def train(problem, net, adam_steps=1000, lbfgs_iters=1000, lr=1e-3, log=None):
-    """Adam then L-BFGS on ``problem.loss``; returns {"initial", "after_adam", "final", ...}."""
+def train(problem, net, adam_steps=1000, lbfgs_iters=1000, lr=1e-3, history=LBFGS_HISTORY, log=None):
+    """Adam then L-BFGS (``history`` pairs kept) on ``problem.loss``; returns {"initial",
+    "after_adam", "final", ...}."""
     def value():
         return float(problem.loss(net))
 
@@ -232,7 +234,8 @@ def train(problem, net, adam_steps=1000, lbfgs_iters=1000, lr=1e-3, log=None):
     out["after_adam"] = value()
     out["lbfgs_iters"] = 0
     if lbfgs_iters > 0:
-        result = LBFGS(max_iter=lbfgs_iters, tolerance_grad=1e-12, tolerance_change=1e-15).minimize(
+        result = LBFGS(history_size=history, max_iter=lbfgs_iters, tolerance_grad=1e-12,
+                       tolerance_change=1e-15).minimize(
             net, lambda: _objective.value_and_grads(net, problem.loss))
         out["lbfgs_iters"] = result.n_iter
         if log:
@@ -242,7 +245,7 @@ def train(problem, net, adam_steps=1000, lbfgs_iters=1000, lr=1e-3, log=None):
     return out
 
 
-DEFAULTS = {"poisson1d": (2000, 300), "poisson2d": (2000, 500), "burgers": (1000, 5000)}
+DEFAULTS = {"poisson1d": (2000, 300), "poisson2d": (2000, 500), "burgers": (1000, 20000)}
 
 
 def run(name, backend=None, adam_steps=None, lbfgs_iters=None, n_f=None, seed=0, sampling="lhs",
