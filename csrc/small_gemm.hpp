@@ -1,10 +1,13 @@
-// small_gemm.hpp: products whose output rows are at most 16 wide (Raissi's 10-wide layers).
+// small_gemm.hpp: products whose output rows are at most 32 wide (Raissi's 10-wide layers, the
+// 20-wide layers of a physics-informed network).
 //
 // Eigen's blocked product packs both operands on every call: for a 100x10x10 product that costs
 // ~0.9 µs, nine times the arithmetic. These kernels fix the output width N at compile time, so a
 // row of the result lives in registers, and run R rows (or R output rows of Aᵀ G) side by side so
-// the multiply-adds form independent chains. The only copy is the narrow operand (at most 16 x 256
-// values) padded to whole registers; no allocation after the first call, no threads.
+// the multiply-adds form independent chains. The only copy is the narrow operand (at most 32 x 256
+// values) padded to whole registers; no allocation after the first call, no threads. Each output
+// value is one sum over k in order, whatever the register width: the results do not depend on
+// how a row is split into registers.
 #pragma once
 
 #include <cstdint>
@@ -16,8 +19,7 @@
 namespace backprop {
 namespace small {
 
-constexpr Index kMaxWidth = 16;  // the widest output row handled here
-constexpr int kRows = 8;         // rows computed side by side: independent multiply-add chains
+constexpr int kRows = 8;  // rows computed side by side: independent multiply-add chains
 
 // A SIMD register as a GCC/Clang vector type: the widest the build targets.
 #if defined(__AVX512F__)
@@ -162,18 +164,42 @@ void tn(const T* A, const T* G, T* C, Index P, Index n, T* colsum) {
     if (p < P) tn_block<T, N, 1, VB>(A, Gp, C, P, n, p, colsum);
 }
 
+// The register width for rows of N values: the build's widest, or half of it on an AVX-512 build
+// when that leaves fewer lanes of a row unused and kRows x V accumulators still fit in the 32
+// registers. 20 floats take two 64-byte registers with 12 lanes idle, or three 32-byte ones with
+// 4 idle: on a core that runs a 512-bit operation as two 256-bit halves, a third less work.
+template <class T, int N>
+constexpr int vec_bytes() {
+    if (kVecBytes != 64) return kVecBytes;
+    const int bytes = N * int(sizeof(T)), wide = 64, half = 32;
+    const int pad_wide = (bytes + wide - 1) / wide * wide - bytes;
+    const int v_half = (bytes + half - 1) / half, pad_half = v_half * half - bytes;
+    return pad_half < pad_wide && kRows * v_half + v_half <= 32 ? half : wide;
+}
+
+// The widest output row handled here: 32, or less where kRows rows of it would not fit in the
+// registers (double on AVX-512: 24, three registers a row); never under 16.
+template <class T>
+constexpr Index max_width() {
+    const int registers = kVecBytes == 64 ? 32 : 16, lanes = kVecBytes / int(sizeof(T));
+    int v = 1;
+    while (kRows * (v + 1) + (v + 1) <= registers) ++v;
+    const Index widest = Index(v) * lanes;
+    return widest < 16 ? 16 : widest > 32 ? 32 : widest;
+}
+
 template <class T, int N>
 void nn_dispatch(Index width, const T* A, const T* B, T* C, Index m, Index k, bool B_transposed, const T* b) {
-    if constexpr (N <= kMaxWidth) {
-        if (width == N) return nn<T, N>(A, B, C, m, k, B_transposed, b);
+    if constexpr (N <= max_width<T>()) {
+        if (width == N) return nn<T, N, vec_bytes<T, N>()>(A, B, C, m, k, B_transposed, b);
         return nn_dispatch<T, N + 1>(width, A, B, C, m, k, B_transposed, b);
     }
 }
 
 template <class T, int N>
 void tn_dispatch(Index width, const T* A, const T* G, T* C, Index P, Index n, T* colsum) {
-    if constexpr (N <= kMaxWidth) {
-        if (width == N) return tn<T, N>(A, G, C, P, n, colsum);
+    if constexpr (N <= max_width<T>()) {
+        if (width == N) return tn<T, N, vec_bytes<T, N>()>(A, G, C, P, n, colsum);
         return tn_dispatch<T, N + 1>(width, A, G, C, P, n, colsum);
     }
 }
@@ -182,8 +208,9 @@ constexpr Index kMaxDepth = 256;          // the longest other dimension handled
 constexpr Index kMaxWork = Index(1) << 21;  // m*n*k: beyond this a blocked product wins
 
 // Whether C = op(A) op(B) (op(A) m x k, op(B) k x n) is a product for these kernels.
+template <class T>
 inline bool fits(bool trans_a, bool trans_b, Index m, Index n, Index k) {
-    if (n > kMaxWidth || n < 1 || k < 1 || m * n * k > kMaxWork) return false;
+    if (n > max_width<T>() || n < 1 || k < 1 || m * n * k > kMaxWork) return false;
     if (!trans_a) return k <= kMaxDepth;   // A W and G Wᵀ: k is the depth of B
     return !trans_b && m <= kMaxDepth;     // Aᵀ G: m rows of output
 }
@@ -191,7 +218,7 @@ inline bool fits(bool trans_a, bool trans_b, Index m, Index n, Index k) {
 // H (n x N) = A W + b, A (n x P), W (P x N): the forward product with the bias added on the way.
 template <class T>
 bool dense_product(const T* A, const T* W, const T* b, T* H, Index n, Index P, Index N) {
-    if (!fits(false, false, n, N, P)) return false;
+    if (!fits<T>(false, false, n, N, P)) return false;
     nn_dispatch<T, 1>(N, A, W, H, n, P, false, b);
     return true;
 }
@@ -199,7 +226,7 @@ bool dense_product(const T* A, const T* W, const T* b, T* H, Index n, Index P, I
 // dW (P x N) = Aᵀ G and db = 1ᵀ G in one sweep over G, A (n x P), G (n x N).
 template <class T>
 bool weight_grads(const T* A, const T* G, T* dW, T* db, Index n, Index P, Index N) {
-    if (!fits(true, false, P, N, n)) return false;
+    if (!fits<T>(true, false, P, N, n)) return false;
     tn_dispatch<T, 1>(N, A, G, dW, P, n, db);
     return true;
 }
@@ -208,7 +235,7 @@ bool weight_grads(const T* A, const T* G, T* dW, T* db, Index n, Index P, Index 
 // op(A) is m x k, op(B) is k x n.
 template <class T>
 bool gemm(bool trans_a, bool trans_b, Index m, Index n, Index k, const T* A, const T* B, T* C) {
-    if (!fits(trans_a, trans_b, m, n, k)) return false;
+    if (!fits<T>(trans_a, trans_b, m, n, k)) return false;
     if (!trans_a && !trans_b) {  // the forward product A W
         nn_dispatch<T, 1>(n, A, B, C, m, k, false, static_cast<const T*>(nullptr));
         return true;
@@ -222,41 +249,6 @@ bool gemm(bool trans_a, bool trans_b, Index m, Index n, Index k, const T* A, con
         return true;
     }
     return false;
-}
-
-// ---- row blocks of Taylor mode (taylor.hpp): outputs up to 32 wide --------------------------
-
-constexpr Index kBlockWidth = 32;  // the widest output row of the block products
-
-// The register width for rows of N values: the build's widest, or half of it on an AVX-512 build
-// when that leaves fewer lanes of a row unused and kRows x V accumulators still fit in the 32
-// registers. 20 floats take two 64-byte registers with 12 lanes idle, or three 32-byte ones with
-// 4 idle: on a core that runs a 512-bit operation as two 256-bit halves, a third less work.
-template <class T, int N>
-constexpr int block_vec_bytes() {
-    if (kVecBytes != 64) return kVecBytes;
-    const int bytes = N * int(sizeof(T)), wide = 64, half = 32;
-    const int pad_wide = (bytes + wide - 1) / wide * wide - bytes;
-    const int v_half = (bytes + half - 1) / half, pad_half = v_half * half - bytes;
-    return pad_half < pad_wide && kRows * v_half + v_half <= 32 ? half : wide;
-}
-
-// C (m x width) = A (m x k) B (+ the row b): B is k x width, or its transpose (width x k).
-template <class T, int N = 1>
-void block_nn(Index width, const T* A, const T* B, T* C, Index m, Index k, bool B_transposed, const T* b) {
-    if constexpr (N <= kBlockWidth) {
-        if (width == N) return nn<T, N, block_vec_bytes<T, N>()>(A, B, C, m, k, B_transposed, b);
-        return block_nn<T, N + 1>(width, A, B, C, m, k, B_transposed, b);
-    }
-}
-
-// C (P x width) = Aᵀ G, A (n x P), G (n x width); colsum = 1ᵀ G when given.
-template <class T, int N = 1>
-void block_tn(Index width, const T* A, const T* G, T* C, Index P, Index n, T* colsum) {
-    if constexpr (N <= kBlockWidth) {
-        if (width == N) return tn<T, N, block_vec_bytes<T, N>()>(A, G, C, P, n, colsum);
-        return block_tn<T, N + 1>(width, A, G, C, P, n, colsum);
-    }
 }
 
 }  // namespace small

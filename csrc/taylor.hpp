@@ -29,7 +29,7 @@
 // 4 streams): a product per layer over all rows is 40,000 x 20 x 20, which a BLAS splits badly,
 // and every elementwise pass would stream the whole layer through memory. Here each block of
 // rows goes through every layer while its streams stay in L1/L2: the products are the
-// register-blocked kernels of small_gemm.hpp (outputs up to 32 wide; Eigen beyond), each
+// register-blocked kernels of small_gemm.hpp (outputs up to 32 wide, 24 in double; Eigen beyond), each
 // elementwise pass runs on the block just multiplied. Blocks are independent in the forward; in
 // the backward each GROUP of blocks sums its own dW, db, and the groups' sums are added in group
 // order. Block and group sizes depend on the sizes only, never on the thread count, so the
@@ -132,7 +132,7 @@ inline void input_streams(const TaylorDirs& dirs, const T* W, T* out, Index rows
 // C (rows x q) = A (rows x p) W (p x q) (+ the row b), on the calling thread.
 template <class T>
 inline void block_product(const T* A, const T* W, const T* b, T* C, Index rows, Index p, Index q) {
-    if (q <= small::kBlockWidth) return small::block_nn<T>(q, A, W, C, rows, p, false, b);
+    if (q <= small::max_width<T>()) return small::nn_dispatch<T, 1>(q, A, W, C, rows, p, false, b);
     MatMap<T> Cm(C, rows, q);
     Cm.noalias() = CMatMap<T>(A, rows, p) * CMatMap<T>(W, p, q);
     if (b != nullptr) Cm.rowwise() += Eigen::Map<const Eigen::Matrix<T, 1, Eigen::Dynamic>>(b, q);
@@ -141,14 +141,15 @@ inline void block_product(const T* A, const T* W, const T* b, T* C, Index rows, 
 // C (rows x p) = G (rows x q) Wᵀ, W p x q.
 template <class T>
 inline void block_product_t(const T* G, const T* W, T* C, Index rows, Index q, Index p) {
-    if (p <= small::kBlockWidth) return small::block_nn<T>(p, G, W, C, rows, q, true, static_cast<const T*>(nullptr));
+    if (p <= small::max_width<T>())
+        return small::nn_dispatch<T, 1>(p, G, W, C, rows, q, true, static_cast<const T*>(nullptr));
     MatMap<T>(C, rows, p).noalias() = CMatMap<T>(G, rows, q) * CMatMap<T>(W, p, q).transpose();
 }
 
 // C (p x q) = Aᵀ G, A (rows x p), G (rows x q); sums = 1ᵀ G when not null.
 template <class T>
 inline void block_weight_product(const T* A, const T* G, T* C, T* sums, Index rows, Index p, Index q) {
-    if (q <= small::kBlockWidth) return small::block_tn<T>(q, A, G, C, p, rows, sums);
+    if (q <= small::max_width<T>()) return small::tn_dispatch<T, 1>(q, A, G, C, p, rows, sums);
     MatMap<T>(C, p, q).noalias() = CMatMap<T>(A, rows, p).transpose() * CMatMap<T>(G, rows, q);
     if (sums != nullptr) colsum<T>(G, sums, rows, q);
 }

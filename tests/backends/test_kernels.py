@@ -10,11 +10,11 @@ from backprop.backends.base import COMPUTE_KERNELS, PARTIAL_KERNELS, Backend, im
 from ..conftest import assert_close
 
 # (n, p_in, p_out): a single sample, widths 1, 3, 17, 1000, batches smaller and larger than the
-# widths; outputs 16 and 17 wide and depths past 256 cross the cpu backend's kernel choices
-# (register-blocked narrow kernels, Eigen, OpenBLAS)
+# widths; outputs 20, 24, 25, 32 and 33 wide and depths past 256 cross the cpu backend's kernel
+# choices (register-blocked narrow kernels up to 32 wide, 24 in float64; Eigen; OpenBLAS)
 SHAPES = [(1, 1, 1), (1, 17, 3), (7, 1, 33), (5, 17, 3), (33, 3, 17), (130, 65, 7), (3, 129, 1),
           (2, 1000, 3), (1000, 17, 1), (1000, 16, 10), (3, 1000, 17), (257, 300, 16), (2, 17, 1000),
-          (500, 1000, 3)]
+          (500, 1000, 3), (100, 20, 20), (9, 7, 24), (130, 25, 25), (65, 20, 32), (33, 32, 33)]
 
 
 def ref_act(H, name):
@@ -62,7 +62,7 @@ def test_every_kernel_is_implemented(backend):
 
 @pytest.mark.parametrize("trans_a,trans_b", [(False, False), (True, False), (False, True), (True, True)])
 @pytest.mark.parametrize("m,k,n", [(1, 1, 1), (7, 33, 5), (65, 3, 129), (17, 130, 1), (1000, 17, 16),
-                                   (3, 1000, 1000), (300, 257, 16)])
+                                   (3, 1000, 1000), (300, 257, 16), (100, 20, 20), (130, 25, 25), (65, 20, 32)])
 def test_gemm(backend, dtype, rng, m, k, n, trans_a, trans_b):
     bk = get_backend(backend)
     A = rng.normal(size=(k, m) if trans_a else (m, k))
