@@ -149,3 +149,22 @@ def test_quadratic_and_rosenbrock_against_scipy(backend, name, fun, x0):
     else:
         A = np.diag(np.arange(1.0, len(x0) + 1)) + 0.3
         np.testing.assert_allclose(mine, np.linalg.solve(A, np.linspace(-1, 1, len(x0))), atol=1e-8)
+
+
+def test_a_loss_near_zero_keeps_updating_the_curvature_pairs():
+    """The same quadratic scaled by 1e-12 (a loss of 1e-12, as a fitted physics-informed loss
+    approaches): the pairs are kept by a test relative to the step's descent, not a fixed floor
+    (with yᵀs > 1e-10 no pair is ever kept here and the iterations crawl along -g)."""
+    scale = 1e-12
+
+    def tiny(x):
+        value, grad = _quadratic(x)
+        return scale * value, scale * grad
+
+    x0 = np.linspace(2.0, -1.0, 8)
+    net, closure = _function_as_model(tiny, x0)
+    result = LBFGS(max_iter=100, tolerance_grad=1e-24, tolerance_change=1e-30).minimize(net, closure)
+    mine = np.asarray(net.params[0]).reshape(-1)
+    A = np.diag(np.arange(1.0, 9.0)) + 0.3
+    np.testing.assert_allclose(mine, np.linalg.solve(A, np.linspace(-1, 1, 8)), atol=1e-8)
+    assert result.n_iter < 60

@@ -163,6 +163,9 @@ def strong_wolfe(obj, x, t, d, f, g, gtd, c1=1e-4, c2=0.9, tolerance_change=1e-9
     return bracket_f[low_pos], bracket_g[low_pos], t, ls_evals
 
 
+_EPS = float(np.finfo(np.float64).eps)
+
+
 class LBFGS:
     """Limited-memory BFGS, full batch (one step = one iteration with its line search).
 
@@ -238,7 +241,10 @@ class LBFGS:
                 y = g - g_prev
                 s = d * t
                 ys = float(xp.dot(y, s))
-                if ys > 1e-10:
+                # keep the pair when the curvature yᵀs is positive relative to the descent of the
+                # step, -gᵀs (SciPy's L-BFGS-B test): a fixed floor such as 1e-10 stops every
+                # update once the loss itself is that small, and the iterations stall
+                if ys > _EPS * -gtd * t:
                     if len(old_s) == self.history_size:
                         old_s.pop(0), old_y.pop(0), ro.pop(0)
                     old_s.append(s)
