@@ -1,8 +1,9 @@
 """Thread control for the native backends: ``bp.set_num_threads(n)``, ``bp.get_num_threads()``.
 
 The cpu backend runs its large matrix products on OpenBLAS threads (numpy's own OpenBLAS when numpy
-bundles one, so numpy and the backend share one pool and numpy's products follow this setting too)
-and everything else on the calling thread. The default comes from ``OPENBLAS_NUM_THREADS`` or
+bundles one, so numpy and the backend share one pool and numpy's products follow this setting too),
+its Taylor-mode kernels on as many threads of their own (started per call, same bits on any
+count), and everything else on the calling thread. The default comes from ``OPENBLAS_NUM_THREADS`` or
 ``OMP_NUM_THREADS``, else the number of cores.
 """
 
