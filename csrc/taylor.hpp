@@ -29,7 +29,7 @@
 // 4 streams): a product per layer over all rows is 40,000 x 20 x 20, which a BLAS splits badly,
 // and every elementwise pass would stream the whole layer through memory. Here each block of
 // rows goes through every layer while its streams stay in L1/L2: the products are the
-// register-blocked kernels of small_gemm.hpp (outputs up to 32 wide, 24 in double; Eigen beyond), each
+// register-blocked kernels of small_gemm.hpp (outputs up to 32 wide; Eigen beyond), each
 // elementwise pass runs on the block just multiplied. Blocks are independent in the forward; in
 // the backward each GROUP of blocks sums its own dW, db, and the groups' sums are added in group
 // order. Block and group sizes depend on the sizes only, never on the thread count, so the

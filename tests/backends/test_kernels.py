@@ -11,7 +11,7 @@ from ..conftest import assert_close
 
 # (n, p_in, p_out): a single sample, widths 1, 3, 17, 1000, batches smaller and larger than the
 # widths; outputs 20, 24, 25, 32 and 33 wide and depths past 256 cross the cpu backend's kernel
-# choices (register-blocked narrow kernels up to 32 wide, 24 in float64; Eigen; OpenBLAS)
+# choices (register-blocked narrow kernels up to 32 wide and their register widths; Eigen; OpenBLAS)
 SHAPES = [(1, 1, 1), (1, 17, 3), (7, 1, 33), (5, 17, 3), (33, 3, 17), (130, 65, 7), (3, 129, 1),
           (2, 1000, 3), (1000, 17, 1), (1000, 16, 10), (3, 1000, 17), (257, 300, 16), (2, 17, 1000),
           (500, 1000, 3), (100, 20, 20), (9, 7, 24), (130, 25, 25), (65, 20, 32), (33, 32, 33)]
