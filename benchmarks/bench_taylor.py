@@ -1,6 +1,6 @@
 """taylor_forward + taylor_backward on numpy and cpu: best of N rounds, the backends alternating.
 
-    python benchmarks/bench_taylor.py [--n 10000] [--rounds 5]
+    python benchmarks/bench_taylor.py [--n 10000] [--rounds 5] [--threads 1,2]
 
 The network [2]+[20]*8+[1] tanh (identity output), first=(0, 1), second=((0, 0),): the shape of a
 physics-informed network's residual (u, u_x, u_t, u_xx). Prints µs per forward+backward.
@@ -34,23 +34,36 @@ def once(be, X, Ws, bs, acts, G, dG, d2G):
 
 
 def main():
+    import os
+
+    import backprop as bp
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=10_000)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--threads", default=f"1,{os.cpu_count()}",
+                    help="the cpu backend's thread counts to time (default: 1 and the cores)")
     args = ap.parse_args()
+    counts = [int(t) for t in args.threads.split(",")]
     print(f"[2]+[20]*8+[1] tanh, n = {args.n}, first=(0,1), second=((0,0),); "
           f"best of {args.rounds}, µs per taylor_forward + taylor_backward")
-    print(f"{'dtype':8} {'numpy':>12} {'cpu':>12} {'speedup':>8}")
-    for dtype in ("float32", "float64"):
-        p = problem(args.n, dtype)
-        best = {"numpy": np.inf, "cpu": np.inf}
-        for b in best:  # warm up
-            once(get_backend(b), *p)
-        for _ in range(args.rounds):
-            for b in best:
-                best[b] = min(best[b], once(get_backend(b), *p))
-        print(f"{dtype:8} {best['numpy'] * 1e6:12,.0f} {best['cpu'] * 1e6:12,.0f} "
-              f"{best['numpy'] / best['cpu']:7.1f}x")
+    names = ["numpy"] + [f"cpu {t} thr" for t in counts]
+    print(f"{'dtype':8} " + " ".join(f"{n:>12}" for n in names) + "   numpy / cpu")
+    before = bp.get_num_threads()
+    try:
+        for dtype in ("float32", "float64"):
+            p = problem(args.n, dtype)
+            best = {n: np.inf for n in names}
+            for _ in range(args.rounds + 1):  # the first round warms up and is not counted
+                for name in names:
+                    if name != "numpy":
+                        bp.set_num_threads(int(name.split()[1]))
+                    t = once(get_backend(name.split()[0]), *p)
+                    if _ > 0:
+                        best[name] = min(best[name], t)
+            ratios = " ".join(f"{best['numpy'] / best[n]:5.1f}x" for n in names[1:])
+            print(f"{dtype:8} " + " ".join(f"{best[n] * 1e6:12,.0f}" for n in names) + f"   {ratios}")
+    finally:
+        bp.set_num_threads(before)
 
 
 if __name__ == "__main__":
