@@ -13,6 +13,8 @@ import numpy as np
 
 from backprop.backends import get_backend
 
+SETTLE = 0.3  # seconds between rows (see RESULTS.md, the busy-wait trap)
+
 
 def problem(n, dtype, layers=(2,) + (20,) * 8 + (1,), seed=0):
     rng = np.random.default_rng(seed)
@@ -57,6 +59,7 @@ def main():
                 for name in names:
                     if name != "numpy":
                         bp.set_num_threads(int(name.split()[1]))
+                    time.sleep(SETTLE)  # OpenBLAS's threads stop spinning after the numpy row
                     t = once(get_backend(name.split()[0]), *p)
                     if _ > 0:
                         best[name] = min(best[name], t)
