@@ -1,16 +1,16 @@
 """Physics-informed examples: 1-D and 2-D Poisson, and viscous Burgers (Raissi et al., 2019).
 
     from backprop import pinn
-    result = pinn.run("burgers", adam_steps=1000, lbfgs_iters=5000)   # prints the error
+    result = pinn.run("burgers", adam_steps=1000, lbfgs_iters=20000)  # prints the error
     problem = pinn.Burgers(n_f=10000, seed=0)
     net = problem.network(backend="numpy")
     loss = problem.loss                      # net -> scalar Tensor (data term + residual term)
 
 The residual uses ``net.derivatives`` (Taylor mode, one forward pass of derivative streams with
-an explicit backward). Its kernels exist on the numpy backend and, once they land there, on
-"cpu": ``default_backend()`` picks "cpu" when ``get_backend("cpu")`` runs ``taylor_forward`` on a
-tiny input, "numpy" otherwise. That choice is the example's, printed; the kernels themselves never
-fall back. ``burgers_reference`` is the exact solution by the Cole–Hopf transform, its heat-kernel
+an explicit backward; kernels on every backend). ``default_backend()`` picks "cpu" when
+``get_backend("cpu")`` runs ``taylor_forward`` on a tiny input (the module is built), "numpy"
+otherwise. That choice is the example's, printed; the kernels themselves never fall back.
+Training is Adam, then L-BFGS keeping 50 pairs (Raissi et al.'s setting). ``burgers_reference`` is the exact solution by the Cole–Hopf transform, its heat-kernel
 integral by Gauss–Hermite quadrature (no data file).
 """
 
