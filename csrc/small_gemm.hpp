@@ -10,6 +10,7 @@
 // how a row is split into registers.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <vector>
@@ -82,30 +83,30 @@ void nn(const T* A, const T* B, T* C, Index m, Index k, bool B_transposed, const
     if (b != nullptr)  // the bias starts every accumulator: H = b + A W with no pass of its own
         for (int v = 0; v < V; ++v)
             for (int j = 0; j < R::count(v); ++j) init[v][j] = b[v * R::L + j];
-    Index i = 0;
     constexpr int RB = rows_side_by_side(V);
-    for (; i + RB <= m; i += RB) {
+    // RB rows of A (row stride k) into `rows` rows of C. Every row of C takes this same code,
+    // the last m % RB too (from a zero-padded copy), so a row's result does not depend on its
+    // position: predictions do not change when the samples are reordered.
+    auto block = [&](const T* Ab, T* Cb, Index rows) {
         Vec acc[RB][V];
         for (int r = 0; r < RB; ++r)
             for (int v = 0; v < V; ++v) acc[r][v] = init[v];
         for (Index kk = 0; kk < k; ++kk) {
             const Vec* bk = Bp + kk * V;
             for (int r = 0; r < RB; ++r) {
-                const T a = A[(i + r) * k + kk];
+                const T a = Ab[r * k + kk];
                 for (int v = 0; v < V; ++v) acc[r][v] += a * bk[v];
             }
         }
-        for (int r = 0; r < RB; ++r) R::store(acc[r], C + (i + r) * N);
-    }
-    for (; i < m; ++i) {
-        Vec acc[V];
-        for (int v = 0; v < V; ++v) acc[v] = init[v];
-        for (Index kk = 0; kk < k; ++kk) {
-            const Vec* bk = Bp + kk * V;
-            const T a = A[i * k + kk];
-            for (int v = 0; v < V; ++v) acc[v] += a * bk[v];
-        }
-        R::store(acc, C + i * N);
+        for (Index r = 0; r < rows; ++r) R::store(acc[r], Cb + r * N);
+    };
+    Index i = 0;
+    for (; i + RB <= m; i += RB) block(A + i * k, C + i * N, RB);
+    if (i < m) {
+        thread_local std::vector<T> tail;
+        tail.assign(std::size_t(RB * k), T(0));
+        std::copy_n(A + i * k, (m - i) * k, tail.data());
+        block(tail.data(), C + i * N, m - i);
     }
 }
 

@@ -56,3 +56,26 @@ def test_taylor_forward_results_survive_the_next_call(backend):
     be.taylor_forward(X + 1.0, Ws, bs, net.layer_activations, (0,), ())
     np.testing.assert_array_equal(be.to_numpy(F1), keep[0])
     np.testing.assert_array_equal(be.to_numpy(dF1), keep[1])
+
+
+def test_a_pool_pickles_and_copies_as_an_empty_pool():
+    import copy
+    import pickle
+    pool = BufferPool(keep=3)
+    held = pool.views([(1000,)], np.float64)
+    for other in (pickle.loads(pickle.dumps(pool)), copy.deepcopy(pool)):
+        assert isinstance(other, BufferPool) and other.keep == 3 and other._buffers == []
+    assert len(held) == 1
+
+
+def test_a_model_pickles_after_taylor_forward(backend):
+    """The backend a model carries holds a pool once taylor_forward has run; pickling the model
+    must not try to pickle the pool's lock or its buffers."""
+    import pickle
+
+    import backprop as bp
+    net = bp.MLP([2, 5, 1], activation="tanh", backend=backend, dtype="float64", seed=0)
+    X = np.random.default_rng(0).normal(size=(30, 2))
+    net.derivatives(X, first=(0,))
+    copy = pickle.loads(pickle.dumps(net))
+    np.testing.assert_array_equal(copy.predict(X), net.predict(X))

@@ -26,6 +26,11 @@ class BufferPool:
         self._buffers = []
         self._lock = threading.Lock()
 
+    def __reduce__(self):
+        """A copy (pickle, deepcopy: a model carries its backend) is an empty pool: the buffers
+        are scratch memory, and the lock cannot be copied."""
+        return (BufferPool, (self.keep,))
+
     def _free_buffer(self, nbytes):
         for k in range(len(self._buffers)):
             # references: the list and getrefcount's argument; a view handed out adds one
