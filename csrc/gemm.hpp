@@ -2,8 +2,9 @@
 //
 // Products with a narrow output (at most 32 wide: the Raissi network's 100x10x10, the 20-wide
 // layers of a physics-informed network) run in the register-blocked kernels of small_gemm.hpp;
-// other small products in Eigen: no library call, no threads. Large products go to OpenBLAS (the scipy-openblas32 wheel, the same
-// build numpy ships; numpy's own copy when it has one), loaded at run time with dlopen: on this kind of machine Eigen 3.4's own
+// other small products in Eigen: no library call, no threads. Large products go to OpenBLAS
+// (the scipy-openblas32 wheel, the same build numpy ships; numpy's own copy when it has one),
+// loaded at run time with dlopen: on this kind of machine Eigen 3.4's own
 // product reaches 64-71% of the FP32 peak where OpenBLAS reaches 81-87%. OpenBLAS is optional:
 // without it every product runs in Eigen (single-threaded), with the same results to rounding.
 //

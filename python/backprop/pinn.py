@@ -10,8 +10,9 @@ The residual uses ``net.derivatives`` (Taylor mode, one forward pass of derivati
 an explicit backward; kernels on every backend). ``default_backend()`` picks "cpu" when
 ``get_backend("cpu")`` runs ``taylor_forward`` on a tiny input (the module is built), "numpy"
 otherwise. That choice is the example's, printed; the kernels themselves never fall back.
-Training is Adam, then L-BFGS keeping 50 pairs (Raissi et al.'s setting). ``burgers_reference`` is the exact solution by the Cole–Hopf transform, its heat-kernel
-integral by Gauss–Hermite quadrature (no data file).
+Training is Adam, then L-BFGS keeping 50 pairs (Raissi et al.'s setting). ``burgers_reference``
+is the exact solution by the Cole–Hopf transform, its heat-kernel integral by Gauss–Hermite
+quadrature (no data file).
 """
 
 from __future__ import annotations

@@ -89,9 +89,12 @@ def _getitem_backward(out, g, graph):
 
 def _is_basic(key):
     """Whether ``key`` is basic indexing (integers, slices, ..., None): no entry repeats."""
-    parts = key if isinstance(key, tuple) else (key,)
-    return all(k is None or k is Ellipsis or isinstance(k, (slice, int, np.integer)) and not isinstance(k, bool)
-               for k in parts)
+    def basic(k):
+        if k is None or k is Ellipsis or isinstance(k, slice):
+            return True
+        return isinstance(k, (int, np.integer)) and not isinstance(k, bool)  # True is a mask
+
+    return all(basic(k) for k in (key if isinstance(key, tuple) else (key,)))
 
 
 def _scatter_add(target, key, values):
