@@ -45,6 +45,7 @@
 #include "gemm.hpp"
 #include "lanes.hpp"
 #include "parallel.hpp"
+#include "block_gemm.hpp"
 #include "small_gemm.hpp"
 
 namespace backprop {
@@ -67,41 +68,39 @@ struct TaylorDirs {
 
 namespace taylor_detail {
 
-// σ1, σ2, σ3 (act', act'', act''') of an activation as expressions of its output y (an Eigen
-// array expression), computed inside each elementwise pass that needs them: no buffer and no
+// σ1, σ2, σ3 (act', act'', act''') of an activation as expressions of its output y (a register
+// of outputs, block::Reg<T>::Vec), computed inside the passes that need them: no buffer and no
 // pass of their own. `curved`: σ2 and σ3 are not zero.
 template <class T>
 struct TanhSigmas {
     static constexpr bool curved = true;
-    template <class E> static auto d1(const E& y) { return T(1) - y * y; }
-    template <class E> static auto d2(const E& y) { return T(-2) * y * (T(1) - y * y); }
-    template <class E> static auto d3(const E& y) { return (T(1) - y * y) * (T(6) * y * y - T(2)); }
+    template <class E> static E d1(const E& y) { return T(1) - y * y; }
+    template <class E> static E d2(const E& y) { return T(-2) * y * (T(1) - y * y); }
+    template <class E> static E d3(const E& y) { return (T(1) - y * y) * (T(6) * y * y - T(2)); }
 };
 
 template <class T>
 struct SigmoidSigmas {
     static constexpr bool curved = true;
-    template <class E> static auto d1(const E& y) { return y * (T(1) - y); }
-    template <class E> static auto d2(const E& y) { return y * (T(1) - y) * (T(1) - T(2) * y); }
-    template <class E> static auto d3(const E& y) { return y * (T(1) - y) * (T(1) - T(6) * y + T(6) * y * y); }
+    template <class E> static E d1(const E& y) { return y * (T(1) - y); }
+    template <class E> static E d2(const E& y) { return y * (T(1) - y) * (T(1) - T(2) * y); }
+    template <class E> static E d3(const E& y) { return y * (T(1) - y) * (T(1) - T(6) * y + T(6) * y * y); }
 };
 
 template <class T>
 struct ReluSigmas {  // σ1 = [y > 0]; σ2 = σ3 = 0 almost everywhere
     static constexpr bool curved = false;
-    template <class E> static auto d1(const E& y) {
-        using C = Eigen::Array<T, Eigen::Dynamic, 1>;
-        return (y > T(0)).select(C::Constant(y.size(), T(1)), C::Zero(y.size()));
-    }
+    template <class E> static E d1(const E& y) { return y > T(0) ? E{} + T(1) : E{}; }
+    template <class E> static E d2(const E&) { return E{}; }
+    template <class E> static E d3(const E&) { return E{}; }
 };
 
 template <class T>
 struct LeakyReluSigmas {  // σ1 = 1 or the slope; σ2 = σ3 = 0 almost everywhere
     static constexpr bool curved = false;
-    template <class E> static auto d1(const E& y) {
-        using C = Eigen::Array<T, Eigen::Dynamic, 1>;
-        return (y > T(0)).select(C::Constant(y.size(), T(1)), C::Constant(y.size(), T(kLeakySlope)));
-    }
+    template <class E> static E d1(const E& y) { return y > T(0) ? E{} + T(1) : E{} + T(kLeakySlope); }
+    template <class E> static E d2(const E&) { return E{}; }
+    template <class E> static E d3(const E&) { return E{}; }
 };
 
 // fn(Sigmas{}) for the activation; identity (σ1 = 1, σ2 = σ3 = 0) calls nothing: its streams
@@ -118,177 +117,210 @@ inline void with_sigmas(Act act, const F& fn) {
     }
 }
 
-// The input layer's stream products for `rows` samples: stream a (a < k1) holds row first[a] of
-// W (p wide) on every sample, the k2 streams after it zeros; stream j starts at out + j * stride.
-template <class T>
-inline void input_streams(const TaylorDirs& dirs, const T* W, T* out, Index rows, Index p, Index stride) {
-    for (Index a = 0; a < dirs.k1(); ++a) {
-        const T* w = W + dirs.first[a] * p;
-        for (Index i = 0; i < rows; ++i) std::copy_n(w, p, out + a * stride + i * p);
-    }
-    for (Index qq = 0; qq < dirs.k2(); ++qq) std::fill_n(out + (dirs.k1() + qq) * stride, rows * p, T(0));
-}
-
-// C (rows x q) = A (rows x p) W (p x q) (+ the row b), on the calling thread.
-template <class T>
-inline void block_product(const T* A, const T* W, const T* b, T* C, Index rows, Index p, Index q) {
-    if (q <= small::max_width<T>()) return small::nn_dispatch<T, 1>(q, A, W, C, rows, p, false, b);
-    MatMap<T> Cm(C, rows, q);
-    Cm.noalias() = CMatMap<T>(A, rows, p) * CMatMap<T>(W, p, q);
-    if (b != nullptr) Cm.rowwise() += Eigen::Map<const Eigen::Matrix<T, 1, Eigen::Dynamic>>(b, q);
-}
-
-// C (rows x p) = G (rows x q) Wᵀ, W p x q.
-template <class T>
-inline void block_product_t(const T* G, const T* W, T* C, Index rows, Index q, Index p) {
-    if (p <= small::max_width<T>())
-        return small::nn_dispatch<T, 1>(p, G, W, C, rows, q, true, static_cast<const T*>(nullptr));
-    MatMap<T>(C, rows, p).noalias() = CMatMap<T>(G, rows, q) * CMatMap<T>(W, p, q).transpose();
-}
-
-// C (p x q) = Aᵀ G, A (rows x p), G (rows x q); sums = 1ᵀ G when not null.
-template <class T>
-inline void block_weight_product(const T* A, const T* G, T* C, T* sums, Index rows, Index p, Index q) {
-    if (q <= small::max_width<T>()) return small::tn_dispatch<T, 1>(q, A, G, C, p, rows, sums);
-    MatMap<T>(C, p, q).noalias() = CMatMap<T>(A, rows, p).transpose() * CMatMap<T>(G, rows, q);
-    if (sums != nullptr) colsum<T>(G, sums, rows, q);
-}
-
-// Rows per block: about 4096 values of the widest layer (a block's streams stay in L1/L2).
-inline Index taylor_block_rows(Index widest) { return std::max<Index>(8, std::min<Index>(256, 4096 / widest)); }
-
-constexpr Index kTaylorGroups = 32;  // the backward's partial sums: at most this many groups of blocks
-
-// The derivative streams through one activation, on m values of each stream: from the
-// pre-activation streams [Ḣ; Ḧ] (stream j at pre + j * pre_stride) and the layer's output A,
+// The derivative streams through one activation, on m values of each stream (m a multiple of
+// the register's lanes): from the pre-activation streams [Ḣ; Ḧ] (stream j at pre + j * pre_stride)
+// and the layer's output A,
 //     Ä_q = σ2 Ḣ_a Ḣ_c + σ1 Ḧ_q,    Ȧ_a = σ1 Ḣ_a        (σ written from A)
-// into post (stream j at post + j * post_stride). post may be pre itself (in place: the second
-// streams are written first, while the Ḣ they read are still there).
+// into post (stream j at post + j * post_stride), in one pass: σ once per register of values, then
+// every stream. post may be pre itself (in place: at each position the second streams are
+// written first, while the Ḣ they read are still there).
 template <class T>
 inline void activate_streams(Act act, const TaylorDirs& dirs, const T* A, const T* pre, Index pre_stride, T* post,
                              Index post_stride, Index m) {
+    using R = block::Reg<T>;
+    using Vec = typename R::Vec;
     const Index k1 = dirs.k1(), k2 = dirs.k2();
-    auto Pre = [&](Index j) { return pre + j * pre_stride; };
-    auto Post = [&](Index j) { return post + j * post_stride; };
+    auto Pre = [&](Index j, Index i) { return R::load(pre + j * pre_stride + i); };
+    auto Post = [&](Index j, Index i) { return post + j * post_stride + i; };
     if (act == Act::identity || act == Act::none) {  // σ1 = 1, σ2 = 0: unchanged
         if (post != pre)
-            for (Index j = 0; j < k1 + k2; ++j) std::copy_n(Pre(j), m, Post(j));
+            for (Index j = 0; j < k1 + k2; ++j) std::copy_n(pre + j * pre_stride, m, post + j * post_stride);
         return;
     }
     with_sigmas<T>(act, [&](auto sig) {
         using S = decltype(sig);
-        for (Index qq = 0; qq < k2; ++qq) {
-            const auto [a, c] = dirs.second[qq];
-            if constexpr (S::curved)
-                lanes::assign(
-                    Post(k1 + qq), m, [](auto h, auto y, auto u, auto v) { return S::d2(y) * u * v + S::d1(y) * h; },
-                    Pre(k1 + qq), A, Pre(a), Pre(c));
-            else
-                lanes::assign(Post(k1 + qq), m, [](auto h, auto y) { return S::d1(y) * h; }, Pre(k1 + qq), A);
+        for (Index i = 0; i < m; i += R::L) {
+            const Vec y = R::load(A + i), s1 = S::d1(y), s2 = S::d2(y);
+            for (Index qq = 0; qq < k2; ++qq) {
+                const auto [a, c] = dirs.second[qq];
+                R::store(Post(k1 + qq, i), S::curved ? s2 * Pre(a, i) * Pre(c, i) + s1 * Pre(k1 + qq, i)
+                                                     : s1 * Pre(k1 + qq, i));
+            }
+            for (Index a = 0; a < k1; ++a) R::store(Post(a, i), s1 * Pre(a, i));
         }
-        for (Index a = 0; a < k1; ++a)
-            lanes::assign(Post(a), m, [](auto h, auto y) { return S::d1(y) * h; }, Pre(a), A);
     });
 }
 
-// The gradients at [A'; Ȧ'; Ä'] (g, stream j at g + j * m) into those at [H; Ḣ; Ḧ], in place, on
-// m values: A the layer's output, h = [Ḣ; Ḧ] (stream j at h + j * h_stride), σ written from A.
+// The gradients at [A'; Ȧ'; Ä'] (g, stream j at g + j * g_stride) into those at [H; Ḣ; Ḧ], in
+// place, on m values (a multiple of the register's lanes), in one pass: A the layer's output,
+// h = [Ḣ; Ḧ] (stream j at h + j * h_stride), σ written from A.
 //   GH = σ1 G_A + Σ_a σ2 Ḣ_a Ġ_a + Σ_q (σ3 Ḣ_a Ḣ_c + σ2 Ḧ_q) G̈_q
 //   ĠH_a = σ1 Ġ_a + Σ_{q=(a,c)} σ2 Ḣ_c G̈_q + Σ_{q=(c,a)} σ2 Ḣ_c G̈_q
 //   G̈H_q = σ1 G̈_q
-// (GH first: it reads the stream gradients before they are overwritten.)
+// (at each position GH first and G̈H last: each reads stream gradients before they are overwritten.)
 template <class T>
-inline void backward_streams(Act act, const TaylorDirs& dirs, const T* A, T* g, const T* h, Index h_stride,
-                             Index m) {
+inline void backward_streams(Act act, const TaylorDirs& dirs, const T* A, T* g, Index g_stride, const T* h,
+                             Index h_stride, Index m) {
+    using R = block::Reg<T>;
+    using Vec = typename R::Vec;
     const Index k1 = dirs.k1(), k2 = dirs.k2();
-    auto Hd = [&](Index a) { return h + a * h_stride; };               // Ḣ_a
-    auto Hq = [&](Index qq) { return h + (k1 + qq) * h_stride; };      // Ḧ_q
-    auto Gd = [&](Index a) { return g + (1 + a) * m; };                // Ġ_a
-    auto Gq = [&](Index qq) { return g + (1 + k1 + qq) * m; };         // G̈_q
+    auto Hd = [&](Index a, Index i) { return R::load(h + a * h_stride + i); };          // Ḣ_a
+    auto Hq = [&](Index qq, Index i) { return R::load(h + (k1 + qq) * h_stride + i); };  // Ḧ_q
+    auto Gd = [&](Index a, Index i) { return g + (1 + a) * g_stride + i; };              // Ġ_a
+    auto Gq = [&](Index qq, Index i) { return g + (1 + k1 + qq) * g_stride + i; };       // G̈_q
     with_sigmas<T>(act, [&](auto sig) {
         using S = decltype(sig);
-        T* GH = g;
-        lanes::assign(GH, m, [](auto x, auto y) { return S::d1(y) * x; }, static_cast<const T*>(GH), A);
-        if constexpr (S::curved) {
-            for (Index a = 0; a < k1; ++a)
-                lanes::assign(
-                    GH, m, [](auto x, auto y, auto u, auto w) { return x + S::d2(y) * u * w; },
-                    static_cast<const T*>(GH), A, Hd(a), static_cast<const T*>(Gd(a)));
-            for (Index qq = 0; qq < k2; ++qq) {
-                const auto [a, c] = dirs.second[qq];
-                lanes::assign(
-                    GH, m,
-                    [](auto x, auto y, auto ha, auto hc, auto hq, auto gq) {
-                        return x + (S::d3(y) * ha * hc + S::d2(y) * hq) * gq;
-                    },
-                    static_cast<const T*>(GH), A, Hd(a), Hd(c), Hq(qq), static_cast<const T*>(Gq(qq)));
+        for (Index i = 0; i < m; i += R::L) {
+            const Vec y = R::load(A + i), s1 = S::d1(y);
+            Vec GH = s1 * R::load(g + i);
+            if constexpr (S::curved) {
+                const Vec s2 = S::d2(y), s3 = S::d3(y);
+                for (Index a = 0; a < k1; ++a) GH += s2 * Hd(a, i) * R::load(Gd(a, i));
+                for (Index qq = 0; qq < k2; ++qq) {
+                    const auto [a, c] = dirs.second[qq];
+                    GH += (s3 * Hd(a, i) * Hd(c, i) + s2 * Hq(qq, i)) * R::load(Gq(qq, i));
+                }
+                R::store(g + i, GH);
+                for (Index a = 0; a < k1; ++a) {
+                    Vec x = s1 * R::load(Gd(a, i));
+                    for (Index qq = 0; qq < k2; ++qq) {
+                        const auto [qa, qc] = dirs.second[qq];
+                        if (qa == a) x += s2 * Hd(qc, i) * R::load(Gq(qq, i));
+                        if (qc == a) x += s2 * Hd(qa, i) * R::load(Gq(qq, i));
+                    }
+                    R::store(Gd(a, i), x);
+                }
+            } else {
+                R::store(g + i, GH);
+                for (Index a = 0; a < k1; ++a) R::store(Gd(a, i), s1 * R::load(Gd(a, i)));
             }
+            for (Index qq = 0; qq < k2; ++qq) R::store(Gq(qq, i), s1 * R::load(Gq(qq, i)));
         }
-        for (Index a = 0; a < k1; ++a)
-            lanes::assign(Gd(a), m, [](auto x, auto y) { return S::d1(y) * x; }, static_cast<const T*>(Gd(a)), A);
-        if constexpr (S::curved) {
-            for (Index qq = 0; qq < k2; ++qq) {
-                const auto [a, c] = dirs.second[qq];
-                auto add = [&](Index to, Index other) {
-                    lanes::assign(
-                        Gd(to), m, [](auto x, auto y, auto hc, auto gq) { return x + S::d2(y) * hc * gq; },
-                        static_cast<const T*>(Gd(to)), A, Hd(other), static_cast<const T*>(Gq(qq)));
-                };
-                add(a, c);
-                add(c, a);
-            }
-        }
-        for (Index qq = 0; qq < k2; ++qq)
-            lanes::assign(Gq(qq), m, [](auto x, auto y) { return S::d1(y) * x; }, static_cast<const T*>(Gq(qq)), A);
     });
+}
+
+// Samples per block: 8 registers of lanes (128 floats, 64 doubles). A block's streams of one
+// 20-wide layer are then 40 KB (float, 4 streams): the products' operands stay in L1/L2 between
+// the passes over them.
+template <class T>
+constexpr Index taylor_block_rows() { return 8 * block::lanes<T>(); }
+
+constexpr Index kTaylorGroups = 32;  // the backward's partial sums: at most this many groups of blocks
+
+template <class T>
+using Buffer = std::vector<T, Eigen::aligned_allocator<T>>;
+
+// rows x q values of a row-major array (row stride q) into a q x ld feature-major block (row j:
+// the rows' values of column j), zeros after the first `rows` samples.
+template <class T>
+inline void gather(const T* src, Index q, Index rows, Index ld, T* dst) {
+    for (Index j = 0; j < q; ++j) {
+        T* d = dst + j * ld;
+        for (Index r = 0; r < rows; ++r) d[r] = src[r * q + j];
+        std::fill(d + rows, d + ld, T(0));
+    }
+}
+
+// The inverse: the first `rows` samples of a q x ld block into rows x q values (row stride q).
+template <class T>
+inline void scatter(const T* src, Index q, Index rows, Index ld, T* dst) {
+    for (Index j = 0; j < q; ++j)
+        for (Index r = 0; r < rows; ++r) dst[r * q + j] = src[j * ld + r];
+}
+
+// `count` rows of `rows` values (row stride rows) into rows of ld values, zeros after; and back.
+template <class T>
+inline void pad_rows(const T* src, Index count, Index rows, Index ld, T* dst) {
+    for (Index i = 0; i < count; ++i) {
+        std::copy_n(src + i * rows, rows, dst + i * ld);
+        std::fill(dst + i * ld + rows, dst + (i + 1) * ld, T(0));
+    }
+}
+template <class T>
+inline void unpad_rows(const T* src, Index count, Index rows, Index ld, T* dst) {
+    for (Index i = 0; i < count; ++i) std::copy_n(src + i * ld, rows, dst + i * rows);
+}
+
+// The input layer's streams for `rows` samples (X: rows x d, row-major), d x ld each: [X; the
+// rows e_{first[a]} (1 on feature first[a], 0 elsewhere); zeros for the second streams], stream j
+// at out + j * d * ld.
+template <class T>
+inline void input_block(const TaylorDirs& dirs, const T* X, Index d, Index rows, Index ld, T* out) {
+    gather(X, d, rows, ld, out);
+    std::fill_n(out + d * ld, (dirs.k1() + dirs.k2()) * d * ld, T(0));
+    for (Index a = 0; a < dirs.k1(); ++a) std::fill_n(out + ((1 + a) * d + dirs.first[a]) * ld, ld, T(1));
+}
+
+// A hidden layer's saved block (s streams of p rows of `rows` values, at S + r0 * s * p) as
+// streams of p x ld: in place for a whole block, else copied into `pad` with zeros after the
+// samples.
+template <class T>
+inline const T* saved_block(const T* S, Index r0, Index rows, Index ld, Index s, Index p, T* pad) {
+    const T* at = S + r0 * s * p;
+    if (rows == ld) return at;
+    pad_rows(at, s * p, rows, ld, pad);
+    return pad;
 }
 
 }  // namespace taylor_detail
 
+
 // X: n x d. S[0]: (k1+k2) x n x d, the input's streams (e rows, then zeros; unused when k1 = 0).
-// S[l], l = 1..L: (1+k1+k2) x n x p_l, written: block 0 the layer's output A_l, then its k1 first
-// and k2 second streams, AFTER the activation for the last layer (Ȧ_L, Ä_L: the results) and
-// BEFORE it for the hidden layers (Ḣ_l, Ḧ_l: the backward needs them, and Ȧ_l, Ä_l are one
-// elementwise pass from them and A_l, where a product would be needed the other way round).
+// S[l], l = 1..L: (1+k1+k2) x n x p_l. The last layer's: its output and its derivative streams
+// after the activation (the results, row-major: stream j's rows at S[L] + j * n * p_L). A hidden
+// layer's: what the backward needs, block by block of samples: for the samples r0..r0+rows-1,
+// at S[l] + r0 * (1+k) * p_l, the streams [A; Ḣ; Ḧ] (the output, and the derivative streams
+// BEFORE the activation: Ȧ, Ä are one elementwise pass from them and A, where Ḣ, Ḧ from Ȧ, Ä
+// would take a product) as p_l x rows each, feature-major.
 template <class T>
 inline void taylor_forward(const std::vector<TaylorLayer<T>>& layers, const TaylorDirs& dirs, const T* X,
                            const std::vector<T*>& S, Index n, int threads) {
     using namespace taylor_detail;
-    const Index k1 = dirs.k1(), k2 = dirs.k2(), k = k1 + k2, d = layers[0].p_in, nL = layers.size();
+    const Index k1 = dirs.k1(), k2 = dirs.k2(), k = k1 + k2, s = 1 + k, d = layers[0].p_in, nL = layers.size();
     if (k1 > 0) {  // S_0's streams: e_{first[a]} rows, then zeros
         std::fill_n(S[0], k * n * d, T(0));
         for (Index a = 0; a < k1; ++a)
             for (Index i = 0; i < n; ++i) S[0][(a * n + i) * d + dirs.first[a]] = T(1);
     }
-    Index widest = 1;
+    Index widest = d;
     for (const auto& L : layers) widest = std::max(widest, L.p_out);
-    const Index R = taylor_block_rows(widest), blocks = (n + R - 1) / R;
+    const Index R = taylor_block_rows<T>(), lanes = block::lanes<T>(), blocks = (n + R - 1) / R;
+    std::vector<Buffer<T>> Wt(nL);  // each W, packed for the products' tiles (as Wᵀ)
+    for (Index l = 0; l < nL; ++l) {
+        const auto& L = layers[l];
+        Wt[l].resize(block::packed_size(L.p_out, L.p_in));
+        block::pack<T>(L.W, 1, L.p_out, L.p_out, L.p_in, Wt[l].data());
+    }
     struct Work {
-        std::vector<T> post, next;  // a hidden layer's [Ȧ; Ä] for this block's rows, compact
+        Buffer<T> input, post[2], out[2];  // the input layer's streams; [Ȧ; Ä] and a part block's [A; Ḣ; Ḧ]
+        std::vector<const T*> in;          // the current layer's input streams
     };
     std::vector<Work> work(std::size_t(std::max(1, threads)));
     parallel_for(blocks, threads, [&](int w, Index blk) {
         Work& ws = work[w];
-        ws.post.resize(k * R * widest), ws.next.resize(k * R * widest);
-        const Index r0 = blk * R, rows = std::min(R, n - r0);
+        ws.input.resize(s * d * R), ws.in.resize(s);
+        for (int i = 0; i < 2; ++i) ws.post[i].resize(k * widest * R), ws.out[i].resize(s * widest * R);
+        const Index r0 = blk * R, rows = std::min(R, n - r0), ld = (rows + lanes - 1) / lanes * lanes;
+        input_block<T>(dirs, X + r0 * d, d, rows, ld, ws.input.data());
+        for (Index j = 0; j < s; ++j) ws.in[j] = ws.input.data() + j * d * ld;
         for (Index l = 0; l < nL; ++l) {
             const TaylorLayer<T>& L = layers[l];
-            const Index p = L.p_in, q = L.p_out, stride = n * q, m = rows * q;
-            T* out = S[l + 1] + r0 * q;  // this block's rows of stream 0; stream j at + j * stride
-            if (l == 0) {
-                block_product<T>(X + r0 * d, L.W, L.b, out, rows, d, q);
-                input_streams<T>(dirs, L.W, out + stride, rows, q, stride);
-            } else {  // every stream by the same W; the bias on A only
-                block_product<T>(S[l] + r0 * p, L.W, L.b, out, rows, p, q);
-                for (Index j = 0; j < k; ++j)
-                    block_product<T>(ws.post.data() + j * rows * p, L.W, nullptr, out + (1 + j) * stride, rows, p, q);
-            }
+            const Index p = L.p_in, q = L.p_out, m = q * ld;
+            const bool last = l == nL - 1, in_place = !last && rows == ld;
+            T* out = in_place ? S[l + 1] + r0 * s * q : ws.out[l % 2].data();  // [H; Ḣ; Ḧ], q x ld each
+            for (Index j = 0; j < s; ++j)  // every stream by the same W; the bias on H only
+                block::nn<T>(Wt[l].data(), j == 0 ? L.b : nullptr, ws.in[j], ld, out + j * m, ld, q, p, ld);
+            // A = act(H), then the results in place (the last layer), or Ȧ, Ä for the next
+            // layer's product (Ḣ, Ḧ stay saved)
+            T* post = ws.post[l % 2].data();
             activation_forward<T>(L.act, out, out, m);
-            if (l == nL - 1) {  // the results, in place
-                activate_streams<T>(L.act, dirs, out, out + stride, stride, out + stride, stride, m);
-            } else {  // Ḣ, Ḧ stay saved; Ȧ, Ä for the next layer's product
-                activate_streams<T>(L.act, dirs, out, out + stride, stride, ws.next.data(), m, m);
-                std::swap(ws.post, ws.next);
+            activate_streams<T>(L.act, dirs, out, out + m, m, last ? out + m : post, m, m);
+            if (last) {  // row-major into S[L]
+                for (Index j = 0; j < s; ++j) scatter<T>(out + j * m, q, rows, ld, S[l + 1] + j * n * q + r0 * q);
+            } else {
+                if (!in_place) unpad_rows<T>(out, s * q, rows, ld, S[l + 1] + r0 * s * q);
+                ws.in[0] = out;
+                for (Index j = 0; j < k; ++j) ws.in[1 + j] = post + j * m;
             }
         }
     });
@@ -302,92 +334,93 @@ inline void taylor_backward(const std::vector<TaylorLayer<T>>& layers, const Tay
                             const std::vector<T*>& dW, const std::vector<T*>& db, Index n, int threads) {
     using namespace taylor_detail;
     const Index k1 = dirs.k1(), k2 = dirs.k2(), k = k1 + k2, s = 1 + k, nL = layers.size(), d = layers[0].p_in;
-    Index widest_out = 1, widest = d, weights = 0;
+    Index widest = d, weights = 0;
     std::vector<Index> offW(nL), offb(nL);
     for (Index l = 0; l < nL; ++l) {
         const auto& L = layers[l];
-        widest_out = std::max(widest_out, L.p_out);
-        widest = std::max({widest, L.p_in, L.p_out});
+        widest = std::max(widest, L.p_out);
         offW[l] = weights, weights += L.p_in * L.p_out;
         offb[l] = weights, weights += L.p_out;
     }
-    const Index R = taylor_block_rows(widest_out), blocks = (n + R - 1) / R;
+    const Index R = taylor_block_rows<T>(), lanes = block::lanes<T>(), blocks = (n + R - 1) / R;
     const Index groups = std::min(blocks, kTaylorGroups);
+    std::vector<Buffer<T>> Wt(nL), Wn(nL);  // each W packed for the tiles: as Wᵀ, and as W (for W G)
+    for (Index l = 0; l < nL; ++l) {
+        const auto& L = layers[l];
+        Wt[l].resize(block::packed_size(L.p_out, L.p_in));
+        block::pack<T>(L.W, 1, L.p_out, L.p_out, L.p_in, Wt[l].data());
+        Wn[l].resize(block::packed_size(L.p_in, L.p_out));
+        block::pack<T>(L.W, L.p_out, 1, L.p_in, L.p_out, Wn[l].data());
+    }
     std::vector<T> partial(std::size_t(groups * weights), T(0));  // group g's dW, db at g * weights
     struct Work {
-        std::vector<T> g, g_prev, post, h, dw, dbias;
+        Buffer<T> input, g, g_prev, post, below, here, h, sums;  // sums: dW, db lane by lane
+        std::vector<const T*> in, gs;
     };
     std::vector<Work> work(std::size_t(std::max(1, threads)));
     parallel_for(groups, threads, [&](int w, Index grp) {
         Work& ws = work[w];
-        ws.g.resize(s * R * widest), ws.g_prev.resize(s * R * widest), ws.post.resize(k * R * widest);
-        ws.h.resize(k * R * widest_out), ws.dw.resize(widest * widest_out), ws.dbias.resize(widest_out);
-        T* part = partial.data() + grp * weights;
+        ws.input.resize(s * d * R), ws.g.resize(s * widest * R), ws.g_prev.resize(s * widest * R);
+        ws.post.resize(k * widest * R), ws.below.resize(s * widest * R), ws.here.resize(s * widest * R);
+        ws.h.resize(k * widest * R), ws.in.resize(s), ws.gs.resize(s);
+        ws.sums.assign(weights * lanes, T(0));
         const Index first_block = blocks * grp / groups, last_block = blocks * (grp + 1) / groups;
         for (Index blk = first_block; blk < last_block; ++blk) {
-            const Index r0 = blk * R, rows = std::min(R, n - r0);
-            {  // the gradients arriving at the output's streams, this block's rows, stacked compactly
-                const Index q = layers[nL - 1].p_out, m = rows * q, stride = n * q;
-                std::copy_n(G + r0 * q, m, ws.g.data());
-                for (Index a = 0; a < k1; ++a) {
-                    T* to = ws.g.data() + (1 + a) * m;
-                    if (dG) std::copy_n(dG + a * stride + r0 * q, m, to); else std::fill_n(to, m, T(0));
-                }
-                for (Index qq = 0; qq < k2; ++qq) {
-                    T* to = ws.g.data() + (1 + k1 + qq) * m;
-                    if (d2G) std::copy_n(d2G + qq * stride + r0 * q, m, to); else std::fill_n(to, m, T(0));
+            const Index r0 = blk * R, rows = std::min(R, n - r0), ld = (rows + lanes - 1) / lanes * lanes;
+            {  // the gradients arriving at the results' streams, feature-major
+                const Index q = layers[nL - 1].p_out, m = q * ld, stride = n * q;
+                gather<T>(G + r0 * q, q, rows, ld, ws.g.data());
+                for (Index j = 0; j < k; ++j) {
+                    const T* from = j < k1 ? (dG ? dG + j * stride : nullptr) : (d2G ? d2G + (j - k1) * stride : nullptr);
+                    T* to = ws.g.data() + (1 + j) * m;
+                    if (from) gather<T>(from + r0 * q, q, rows, ld, to); else std::fill_n(to, m, T(0));
                 }
             }
             for (Index l = nL - 1; l >= 0; --l) {
                 const TaylorLayer<T>& L = layers[l];
-                const Index p = L.p_in, q = L.p_out, m = rows * q, stride = n * q;
-                T* g = ws.g.data();
-                // the layer's inputs [A; Ȧ; Ä] for this block: X and e rows, or A_{l-1} saved and
-                // [Ȧ; Ä] from the saved Ḣ_{l-1}, Ḧ_{l-1} (compact in ws.post)
-                const T* A_in = l == 0 ? X + r0 * d : S[l] + r0 * p;
-                if (l > 0 && k > 0)
-                    activate_streams<T>(layers[l - 1].act, dirs, A_in, A_in + n * p, n * p, ws.post.data(),
-                                        rows * p, rows * p);
-                // the layer's pre-activation streams [Ḣ; Ḧ]: saved, but for the last layer, whose
-                // saved streams are after its activation: the same for identity, else again
-                const T* h = S[l + 1] + r0 * q + stride;
-                Index h_stride = stride;
-                const Act act_out = L.act;
-                if (l == nL - 1 && k > 0 && act_out != Act::identity && act_out != Act::none) {
-                    if (l == 0)
-                        input_streams<T>(dirs, L.W, ws.h.data(), rows, q, m);
-                    else
-                        for (Index j = 0; j < k; ++j)
-                            block_product<T>(ws.post.data() + j * rows * p, L.W, nullptr, ws.h.data() + j * m, rows,
-                                             p, q);
-                    h = ws.h.data(), h_stride = m;
+                const Index p = L.p_in, q = L.p_out, m = q * ld, mp = p * ld;
+                // the layer's inputs [A; Ȧ; Ä]: the input layer's, or A_{l-1} saved and [Ȧ; Ä] one
+                // pass from the saved Ḣ_{l-1}, Ḧ_{l-1}
+                if (l == 0) {
+                    input_block<T>(dirs, X + r0 * d, d, rows, ld, ws.input.data());
+                    for (Index j = 0; j < s; ++j) ws.in[j] = ws.input.data() + j * d * ld;
+                } else {
+                    const T* below = saved_block<T>(S[l], r0, rows, ld, s, p, ws.below.data());
+                    ws.in[0] = below;
+                    activate_streams<T>(layers[l - 1].act, dirs, below, below + mp, mp, ws.post.data(), mp, mp);
+                    for (Index j = 0; j < k; ++j) ws.in[1 + j] = ws.post.data() + j * mp;
                 }
-                backward_streams<T>(L.act, dirs, S[l + 1] + r0 * q, g, h, h_stride, m);
-                // dW += Σ_j S_jᵀ G_j over this block's rows, db += 1ᵀ GH
-                T* dw = ws.dw.data();
-                T* pw = part + offW[l];
-                T* pb = part + offb[l];
-                block_weight_product<T>(A_in, g, dw, ws.dbias.data(), rows, p, q);
-                for (Index i = 0; i < p * q; ++i) pw[i] += dw[i];
-                for (Index i = 0; i < q; ++i) pb[i] += ws.dbias[i];
-                if (l == 0) {  // S_0's stream a is e_{first[a]}: 1ᵀ ĠH_a onto row first[a]
-                    for (Index a = 0; a < k1; ++a) {
-                        colsum<T>(g + (1 + a) * m, ws.dbias.data(), rows, q);
-                        T* row = pw + dirs.first[a] * q;
-                        for (Index i = 0; i < q; ++i) row[i] += ws.dbias[i];
+                // the layer's output A and its streams before the activation [Ḣ; Ḧ]: saved, but
+                // for the last layer, whose saved streams are the results (after the activation):
+                // the same for identity (whose backward does not read them), else again
+                const T* A = nullptr;
+                const T* h = nullptr;
+                if (l == nL - 1) {
+                    gather<T>(S[l + 1] + r0 * q, q, rows, ld, ws.here.data());
+                    A = ws.here.data();
+                    if (k > 0 && L.act != Act::identity && L.act != Act::none) {
+                        for (Index j = 0; j < k; ++j)
+                            block::nn<T>(Wt[l].data(), nullptr, ws.in[1 + j], ld, ws.h.data() + j * m, ld, q, p, ld);
+                        h = ws.h.data();
                     }
                 } else {
-                    for (Index j = 0; j < k; ++j) {
-                        block_weight_product<T>(ws.post.data() + j * rows * p, g + (1 + j) * m, dw, nullptr, rows, p, q);
-                        for (Index i = 0; i < p * q; ++i) pw[i] += dw[i];
-                    }
-                    // [G_A; Ġ; G̈] for the layer below
+                    A = saved_block<T>(S[l + 1], r0, rows, ld, s, q, ws.here.data());
+                    h = A + m;
+                }
+                T* g = ws.g.data();
+                backward_streams<T>(L.act, dirs, A, g, m, h, m, m);
+                // dW += Σ_j S_j G_jᵀ, db += 1ᵀ GH, lane by lane
+                for (Index j = 0; j < s; ++j) ws.gs[j] = g + j * m;
+                block::nt<T>(ws.in.data(), ld, ws.gs.data(), ld, int(s), ws.sums.data() + offW[l] * lanes, p, q, ld);
+                block::lane_rowsum<T>(g, ld, ws.sums.data() + offb[l] * lanes, q, ld);
+                if (l > 0) {  // [G_A; Ġ; G̈] for the layer below: W G_j
                     for (Index j = 0; j < s; ++j)
-                        block_product_t<T>(g + j * m, L.W, ws.g_prev.data() + j * rows * p, rows, q, p);
+                        block::nn<T>(Wn[l].data(), nullptr, g + j * m, ld, ws.g_prev.data() + j * mp, ld, p, q, ld);
                     std::swap(ws.g, ws.g_prev);
                 }
             }
         }
+        block::add_lanes<T>(ws.sums.data(), partial.data() + grp * weights, weights);
     });
     // the groups' sums, added in group order
     parallel_for(nL, threads, [&](int, Index l) {
