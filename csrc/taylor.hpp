@@ -37,8 +37,13 @@
 #pragma once
 
 #include <algorithm>
+#include <cstdint>
 #include <utility>
 #include <vector>
+
+#if defined(__AVX512F__) || defined(__AVX__) || defined(__SSE2__)
+#include <immintrin.h>
+#endif
 
 #include "common.hpp"
 #include "elementwise.hpp"
@@ -241,6 +246,39 @@ inline void unpad_rows(const T* src, Index count, Index rows, Index ld, T* dst) 
     for (Index i = 0; i < count; ++i) std::copy_n(src + i * ld, rows, dst + i * rows);
 }
 
+// Copies count values (a multiple of 16 bytes) from src to dst past the caches when dst is on a
+// 64-byte boundary: the saved streams are read again only in the backward, after the whole
+// forward, so writing them through the cache would first read every line of the destination
+// (26 MB for the Burgers network at 10,000 points) and push the block's own streams out. Ends
+// with a fence: the stores are visible to every thread once the forward returns.
+template <class T>
+inline void stream_out(const T* src, T* dst, Index count) {
+#if defined(__AVX512F__) || defined(__AVX__) || defined(__SSE2__)
+    constexpr Index kLine = 64;
+    const Index bytes = count * Index(sizeof(T));
+    if (reinterpret_cast<std::uintptr_t>(dst) % kLine == 0 && bytes % kLine == 0) {
+        const char* from = reinterpret_cast<const char*>(src);
+        char* to = reinterpret_cast<char*>(dst);
+        for (Index i = 0; i < bytes; i += kLine) {
+#if defined(__AVX512F__)
+            _mm512_stream_si512(reinterpret_cast<__m512i*>(to + i), _mm512_loadu_si512(from + i));
+#elif defined(__AVX__)
+            for (Index h = 0; h < kLine; h += 32)
+                _mm256_stream_si256(reinterpret_cast<__m256i*>(to + i + h),
+                                    _mm256_loadu_si256(reinterpret_cast<const __m256i*>(from + i + h)));
+#else
+            for (Index h = 0; h < kLine; h += 16)
+                _mm_stream_si128(reinterpret_cast<__m128i*>(to + i + h),
+                                 _mm_loadu_si128(reinterpret_cast<const __m128i*>(from + i + h)));
+#endif
+        }
+        _mm_sfence();
+        return;
+    }
+#endif
+    std::copy_n(src, count, dst);
+}
+
 // The input layer's streams for `rows` samples (X: rows x d, row-major), d x ld each: [X; the
 // rows e_{first[a]} (1 on feature first[a], 0 elsewhere); zeros for the second streams], stream j
 // at out + j * d * ld.
@@ -306,8 +344,8 @@ inline void taylor_forward(const std::vector<TaylorLayer<T>>& layers, const Tayl
         for (Index l = 0; l < nL; ++l) {
             const TaylorLayer<T>& L = layers[l];
             const Index p = L.p_in, q = L.p_out, m = q * ld;
-            const bool last = l == nL - 1, in_place = !last && rows == ld;
-            T* out = in_place ? S[l + 1] + r0 * s * q : ws.out[l % 2].data();  // [H; Ḣ; Ḧ], q x ld each
+            const bool last = l == nL - 1;
+            T* out = ws.out[l % 2].data();  // [H; Ḣ; Ḧ], q x ld each
             for (Index j = 0; j < s; ++j)  // every stream by the same W; the bias on H only
                 block::nn<T>(Wt[l].data(), j == 0 ? L.b : nullptr, ws.in[j], ld, out + j * m, ld, q, p, ld);
             // A = act(H), then the results in place (the last layer), or Ȧ, Ä for the next
@@ -318,7 +356,10 @@ inline void taylor_forward(const std::vector<TaylorLayer<T>>& layers, const Tayl
             if (last) {  // row-major into S[L]
                 for (Index j = 0; j < s; ++j) scatter<T>(out + j * m, q, rows, ld, S[l + 1] + j * n * q + r0 * q);
             } else {
-                if (!in_place) unpad_rows<T>(out, s * q, rows, ld, S[l + 1] + r0 * s * q);
+                if (rows == ld)  // [A; Ḣ; Ḧ] saved: past the cache
+                    stream_out<T>(out, S[l + 1] + r0 * s * q, s * m);
+                else
+                    unpad_rows<T>(out, s * q, rows, ld, S[l + 1] + r0 * s * q);
                 ws.in[0] = out;
                 for (Index j = 0; j < k; ++j) ws.in[1 + j] = post + j * m;
             }
