@@ -38,6 +38,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -122,6 +123,17 @@ inline void with_sigmas(Act act, const F& fn) {
     }
 }
 
+// The positions of m values (a multiple of L) in runs of 4 registers, then one at a time:
+// body(i, C) handles the C registers of values from i (C a compile-time constant), so that the
+// loops over the streams inside it are paid once per 4 registers.
+template <class T, class Body>
+inline void by_registers(Index m, const Body& body) {
+    constexpr Index L = block::Reg<T>::L;
+    Index i = 0;
+    for (; i + 4 * L <= m; i += 4 * L) body(i, std::integral_constant<int, 4>{});
+    for (; i < m; i += L) body(i, std::integral_constant<int, 1>{});
+}
+
 // The derivative streams through one activation, on m values of each stream (m a multiple of
 // the register's lanes): from the pre-activation streams [Ḣ; Ḧ] (stream j at pre + j * pre_stride)
 // and the layer's output A,
@@ -134,9 +146,8 @@ inline void activate_streams(Act act, const TaylorDirs& dirs, const T* A, const 
                              Index post_stride, Index m) {
     using R = block::Reg<T>;
     using Vec = typename R::Vec;
+    constexpr Index L = R::L;
     const Index k1 = dirs.k1(), k2 = dirs.k2();
-    auto Pre = [&](Index j, Index i) { return R::load(pre + j * pre_stride + i); };
-    auto Post = [&](Index j, Index i) { return post + j * post_stride + i; };
     if (act == Act::identity || act == Act::none) {  // σ1 = 1, σ2 = 0: unchanged
         if (post != pre)
             for (Index j = 0; j < k1 + k2; ++j) std::copy_n(pre + j * pre_stride, m, post + j * post_stride);
@@ -144,15 +155,31 @@ inline void activate_streams(Act act, const TaylorDirs& dirs, const T* A, const 
     }
     with_sigmas<T>(act, [&](auto sig) {
         using S = decltype(sig);
-        for (Index i = 0; i < m; i += R::L) {
-            const Vec y = R::load(A + i), s1 = S::d1(y), s2 = S::d2(y);
+        by_registers<T>(m, [&](Index i, auto chunk) {
+            constexpr int C = decltype(chunk)::value;
+            Vec s1[C], s2[C];
+            _Pragma("GCC unroll 4") for (int v = 0; v < C; ++v) {
+                const Vec y = R::load(A + i + v * L);
+                s1[v] = S::d1(y), s2[v] = S::d2(y);
+            }
             for (Index qq = 0; qq < k2; ++qq) {
                 const auto [a, c] = dirs.second[qq];
-                R::store(Post(k1 + qq, i), S::curved ? s2 * Pre(a, i) * Pre(c, i) + s1 * Pre(k1 + qq, i)
-                                                     : s1 * Pre(k1 + qq, i));
+                const T* ha = pre + a * pre_stride + i;
+                const T* hc = pre + c * pre_stride + i;
+                const T* hq = pre + (k1 + qq) * pre_stride + i;
+                T* to = post + (k1 + qq) * post_stride + i;
+                _Pragma("GCC unroll 4") for (int v = 0; v < C; ++v) {
+                    const Index o = v * L;
+                    R::store(to + o, S::curved ? s2[v] * R::load(ha + o) * R::load(hc + o) + s1[v] * R::load(hq + o)
+                                               : s1[v] * R::load(hq + o));
+                }
             }
-            for (Index a = 0; a < k1; ++a) R::store(Post(a, i), s1 * Pre(a, i));
-        }
+            for (Index a = 0; a < k1; ++a) {
+                const T* ha = pre + a * pre_stride + i;
+                T* to = post + a * post_stride + i;
+                _Pragma("GCC unroll 4") for (int v = 0; v < C; ++v) R::store(to + v * L, s1[v] * R::load(ha + v * L));
+            }
+        });
     });
 }
 
@@ -168,39 +195,65 @@ inline void backward_streams(Act act, const TaylorDirs& dirs, const T* A, T* g, 
                              Index h_stride, Index m) {
     using R = block::Reg<T>;
     using Vec = typename R::Vec;
+    constexpr Index L = R::L;
     const Index k1 = dirs.k1(), k2 = dirs.k2();
-    auto Hd = [&](Index a, Index i) { return R::load(h + a * h_stride + i); };          // Ḣ_a
-    auto Hq = [&](Index qq, Index i) { return R::load(h + (k1 + qq) * h_stride + i); };  // Ḧ_q
-    auto Gd = [&](Index a, Index i) { return g + (1 + a) * g_stride + i; };              // Ġ_a
-    auto Gq = [&](Index qq, Index i) { return g + (1 + k1 + qq) * g_stride + i; };       // G̈_q
+    auto Hd = [&](Index a) { return h + a * h_stride; };                 // Ḣ_a
+    auto Hq = [&](Index qq) { return h + (k1 + qq) * h_stride; };        // Ḧ_q
+    auto Gd = [&](Index a) { return g + (1 + a) * g_stride; };           // Ġ_a
+    auto Gq = [&](Index qq) { return g + (1 + k1 + qq) * g_stride; };    // G̈_q
     with_sigmas<T>(act, [&](auto sig) {
         using S = decltype(sig);
-        for (Index i = 0; i < m; i += R::L) {
-            const Vec y = R::load(A + i), s1 = S::d1(y);
-            Vec GH = s1 * R::load(g + i);
+        by_registers<T>(m, [&](Index i, auto chunk) {
+            constexpr int C = decltype(chunk)::value;
+            Vec s1[C], s2[C], s3[C], GH[C];
+            _Pragma("GCC unroll 4") for (int v = 0; v < C; ++v) {
+                const Vec y = R::load(A + i + v * L);
+                s1[v] = S::d1(y), s2[v] = S::d2(y), s3[v] = S::d3(y);
+                GH[v] = s1[v] * R::load(g + i + v * L);
+            }
             if constexpr (S::curved) {
-                const Vec s2 = S::d2(y), s3 = S::d3(y);
-                for (Index a = 0; a < k1; ++a) GH += s2 * Hd(a, i) * R::load(Gd(a, i));
+                for (Index a = 0; a < k1; ++a) {
+                    const T* ha = Hd(a) + i;
+                    const T* ga = Gd(a) + i;
+                    _Pragma("GCC unroll 4") for (int v = 0; v < C; ++v)
+                        GH[v] += s2[v] * R::load(ha + v * L) * R::load(ga + v * L);
+                }
                 for (Index qq = 0; qq < k2; ++qq) {
                     const auto [a, c] = dirs.second[qq];
-                    GH += (s3 * Hd(a, i) * Hd(c, i) + s2 * Hq(qq, i)) * R::load(Gq(qq, i));
+                    const T *ha = Hd(a) + i, *hc = Hd(c) + i, *hq = Hq(qq) + i, *gq = Gq(qq) + i;
+                    _Pragma("GCC unroll 4") for (int v = 0; v < C; ++v) {
+                        const Index o = v * L;
+                        GH[v] += (s3[v] * R::load(ha + o) * R::load(hc + o) + s2[v] * R::load(hq + o)) * R::load(gq + o);
+                    }
                 }
-                R::store(g + i, GH);
-                for (Index a = 0; a < k1; ++a) {
-                    Vec x = s1 * R::load(Gd(a, i));
+            }
+            _Pragma("GCC unroll 4") for (int v = 0; v < C; ++v) R::store(g + i + v * L, GH[v]);
+            for (Index a = 0; a < k1; ++a) {
+                T* ga = Gd(a) + i;
+                Vec x[C];
+                _Pragma("GCC unroll 4") for (int v = 0; v < C; ++v) x[v] = s1[v] * R::load(ga + v * L);
+                if constexpr (S::curved)
                     for (Index qq = 0; qq < k2; ++qq) {
                         const auto [qa, qc] = dirs.second[qq];
-                        if (qa == a) x += s2 * Hd(qc, i) * R::load(Gq(qq, i));
-                        if (qc == a) x += s2 * Hd(qa, i) * R::load(Gq(qq, i));
+                        const T* gq = Gq(qq) + i;
+                        if (qa == a) {
+                            const T* hc = Hd(qc) + i;
+                            _Pragma("GCC unroll 4") for (int v = 0; v < C; ++v)
+                                x[v] += s2[v] * R::load(hc + v * L) * R::load(gq + v * L);
+                        }
+                        if (qc == a) {
+                            const T* hc = Hd(qa) + i;
+                            _Pragma("GCC unroll 4") for (int v = 0; v < C; ++v)
+                                x[v] += s2[v] * R::load(hc + v * L) * R::load(gq + v * L);
+                        }
                     }
-                    R::store(Gd(a, i), x);
-                }
-            } else {
-                R::store(g + i, GH);
-                for (Index a = 0; a < k1; ++a) R::store(Gd(a, i), s1 * R::load(Gd(a, i)));
+                _Pragma("GCC unroll 4") for (int v = 0; v < C; ++v) R::store(ga + v * L, x[v]);
             }
-            for (Index qq = 0; qq < k2; ++qq) R::store(Gq(qq, i), s1 * R::load(Gq(qq, i)));
-        }
+            for (Index qq = 0; qq < k2; ++qq) {
+                T* gq = Gq(qq) + i;
+                _Pragma("GCC unroll 4") for (int v = 0; v < C; ++v) R::store(gq + v * L, s1[v] * R::load(gq + v * L));
+            }
+        });
     });
 }
 
