@@ -134,125 +134,134 @@ inline void by_registers(Index m, const Body& body) {
     for (; i < m; i += L) body(i, std::integral_constant<int, 1>{});
 }
 
-// The derivative streams through one activation, on m values of each stream (m a multiple of
-// the register's lanes): from the pre-activation streams [Ḣ; Ḧ] (stream j at pre + j * pre_stride)
-// and the layer's output A,
-//     Ä_q = σ2 Ḣ_a Ḣ_c + σ1 Ḧ_q,    Ȧ_a = σ1 Ḣ_a        (σ written from A)
-// into post (stream j at post + j * post_stride), in one pass: σ once per register of values, then
-// every stream. post may be pre itself (in place: at each position the second streams are
-// written first, while the Ḣ they read are still there).
-template <class T>
-inline void activate_streams(Act act, const TaylorDirs& dirs, const T* A, const T* pre, Index pre_stride, T* post,
-                             Index post_stride, Index m) {
+// σ1, σ2, σ3 at C registers of a layer's outputs A from position i.
+template <class T, class S, int C>
+struct SigmaRegs {
+    using R = block::Reg<T>;
+    typename R::Vec s1[C], s2[C], s3[C];
+    SigmaRegs(const T* A, Index i) {
+        _Pragma("GCC unroll 4") for (int v = 0; v < C; ++v) {
+            const typename R::Vec y = R::load(A + i + v * R::L);
+            s1[v] = S::d1(y), s2[v] = S::d2(y), s3[v] = S::d3(y);
+        }
+    }
+};
+
+// The derivative streams through one activation, at C registers of positions from i: from the
+// pre-activation streams [Ḣ; Ḧ] (stream j at pre + j * pre_stride),
+//     Ä_q = σ2 Ḣ_a Ḣ_c + σ1 Ḧ_q,    Ȧ_a = σ1 Ḣ_a
+// into post (stream j at post + j * post_stride). post may be pre itself (in place: the second
+// streams are written first, while the Ḣ they read are still there).
+template <class T, class S, int C>
+inline void activate_registers(const TaylorDirs& dirs, const SigmaRegs<T, S, C>& sg, const T* pre, Index pre_stride,
+                               T* post, Index post_stride, Index i) {
+    using R = block::Reg<T>;
+    constexpr Index L = R::L;
+    const Index k1 = dirs.k1(), k2 = dirs.k2();
+    for (Index qq = 0; qq < k2; ++qq) {
+        const auto [a, c] = dirs.second[qq];
+        const T* ha = pre + a * pre_stride + i;
+        const T* hc = pre + c * pre_stride + i;
+        const T* hq = pre + (k1 + qq) * pre_stride + i;
+        T* to = post + (k1 + qq) * post_stride + i;
+        _Pragma("GCC unroll 4") for (int v = 0; v < C; ++v) {
+            const Index o = v * L;
+            R::store(to + o, S::curved ? sg.s2[v] * R::load(ha + o) * R::load(hc + o) + sg.s1[v] * R::load(hq + o)
+                                       : sg.s1[v] * R::load(hq + o));
+        }
+    }
+    for (Index a = 0; a < k1; ++a) {
+        const T* ha = pre + a * pre_stride + i;
+        T* to = post + a * post_stride + i;
+        _Pragma("GCC unroll 4") for (int v = 0; v < C; ++v) R::store(to + v * L, sg.s1[v] * R::load(ha + v * L));
+    }
+}
+
+// The gradients at [A'; Ȧ'; Ä'] (g, stream j at g + j * g_stride) into those at [H; Ḣ; Ḧ], in
+// place, at C registers of positions from i: h = [Ḣ; Ḧ] (stream j at h + j * h_stride),
+//   GH = σ1 G_A + Σ_a σ2 Ḣ_a Ġ_a + Σ_q (σ3 Ḣ_a Ḣ_c + σ2 Ḧ_q) G̈_q
+//   ĠH_a = σ1 Ġ_a + Σ_{q=(a,c)} σ2 Ḣ_c G̈_q + Σ_{q=(c,a)} σ2 Ḣ_c G̈_q
+//   G̈H_q = σ1 G̈_q
+// (GH first and G̈H last: each reads stream gradients before they are overwritten.)
+template <class T, class S, int C>
+inline void backward_registers(const TaylorDirs& dirs, const SigmaRegs<T, S, C>& sg, T* g, Index g_stride,
+                               const T* h, Index h_stride, Index i) {
     using R = block::Reg<T>;
     using Vec = typename R::Vec;
     constexpr Index L = R::L;
     const Index k1 = dirs.k1(), k2 = dirs.k2();
-    if (act == Act::identity || act == Act::none) {  // σ1 = 1, σ2 = 0: unchanged
+    auto Hd = [&](Index a) { return h + a * h_stride + i; };               // Ḣ_a
+    auto Hq = [&](Index qq) { return h + (k1 + qq) * h_stride + i; };      // Ḧ_q
+    auto Gd = [&](Index a) { return g + (1 + a) * g_stride + i; };         // Ġ_a
+    auto Gq = [&](Index qq) { return g + (1 + k1 + qq) * g_stride + i; };  // G̈_q
+    Vec GH[C];
+    _Pragma("GCC unroll 4") for (int v = 0; v < C; ++v) GH[v] = sg.s1[v] * R::load(g + i + v * L);
+    if constexpr (S::curved) {
+        for (Index a = 0; a < k1; ++a) {
+            const T *ha = Hd(a), *ga = Gd(a);
+            _Pragma("GCC unroll 4") for (int v = 0; v < C; ++v)
+                GH[v] += sg.s2[v] * R::load(ha + v * L) * R::load(ga + v * L);
+        }
+        for (Index qq = 0; qq < k2; ++qq) {
+            const auto [a, c] = dirs.second[qq];
+            const T *ha = Hd(a), *hc = Hd(c), *hq = Hq(qq), *gq = Gq(qq);
+            _Pragma("GCC unroll 4") for (int v = 0; v < C; ++v) {
+                const Index o = v * L;
+                GH[v] += (sg.s3[v] * R::load(ha + o) * R::load(hc + o) + sg.s2[v] * R::load(hq + o)) * R::load(gq + o);
+            }
+        }
+    }
+    _Pragma("GCC unroll 4") for (int v = 0; v < C; ++v) R::store(g + i + v * L, GH[v]);
+    for (Index a = 0; a < k1; ++a) {
+        T* ga = Gd(a);
+        Vec x[C];
+        _Pragma("GCC unroll 4") for (int v = 0; v < C; ++v) x[v] = sg.s1[v] * R::load(ga + v * L);
+        if constexpr (S::curved)
+            for (Index qq = 0; qq < k2; ++qq) {
+                const auto [qa, qc] = dirs.second[qq];
+                const T* gq = Gq(qq);
+                for (const Index other : {qa == a ? qc : Index(-1), qc == a ? qa : Index(-1)}) {
+                    if (other < 0) continue;
+                    const T* ho = Hd(other);
+                    _Pragma("GCC unroll 4") for (int v = 0; v < C; ++v)
+                        x[v] += sg.s2[v] * R::load(ho + v * L) * R::load(gq + v * L);
+                }
+            }
+        _Pragma("GCC unroll 4") for (int v = 0; v < C; ++v) R::store(ga + v * L, x[v]);
+    }
+    for (Index qq = 0; qq < k2; ++qq) {
+        T* gq = Gq(qq);
+        _Pragma("GCC unroll 4") for (int v = 0; v < C; ++v) R::store(gq + v * L, sg.s1[v] * R::load(gq + v * L));
+    }
+}
+
+// activate_registers over m values (a multiple of the register's lanes), σ written from A; for
+// identity (σ1 = 1, σ2 = 0) post is pre unchanged.
+template <class T>
+inline void activate_streams(Act act, const TaylorDirs& dirs, const T* A, const T* pre, Index pre_stride, T* post,
+                             Index post_stride, Index m) {
+    if (act == Act::identity || act == Act::none) {
         if (post != pre)
-            for (Index j = 0; j < k1 + k2; ++j) std::copy_n(pre + j * pre_stride, m, post + j * post_stride);
+            for (Index j = 0; j < dirs.k1() + dirs.k2(); ++j)
+                std::copy_n(pre + j * pre_stride, m, post + j * post_stride);
         return;
     }
     with_sigmas<T>(act, [&](auto sig) {
-        using S = decltype(sig);
         by_registers<T>(m, [&](Index i, auto chunk) {
-            constexpr int C = decltype(chunk)::value;
-            Vec s1[C], s2[C];
-            _Pragma("GCC unroll 4") for (int v = 0; v < C; ++v) {
-                const Vec y = R::load(A + i + v * L);
-                s1[v] = S::d1(y), s2[v] = S::d2(y);
-            }
-            for (Index qq = 0; qq < k2; ++qq) {
-                const auto [a, c] = dirs.second[qq];
-                const T* ha = pre + a * pre_stride + i;
-                const T* hc = pre + c * pre_stride + i;
-                const T* hq = pre + (k1 + qq) * pre_stride + i;
-                T* to = post + (k1 + qq) * post_stride + i;
-                _Pragma("GCC unroll 4") for (int v = 0; v < C; ++v) {
-                    const Index o = v * L;
-                    R::store(to + o, S::curved ? s2[v] * R::load(ha + o) * R::load(hc + o) + s1[v] * R::load(hq + o)
-                                               : s1[v] * R::load(hq + o));
-                }
-            }
-            for (Index a = 0; a < k1; ++a) {
-                const T* ha = pre + a * pre_stride + i;
-                T* to = post + a * post_stride + i;
-                _Pragma("GCC unroll 4") for (int v = 0; v < C; ++v) R::store(to + v * L, s1[v] * R::load(ha + v * L));
-            }
+            const SigmaRegs<T, decltype(sig), decltype(chunk)::value> sg(A, i);
+            activate_registers<T>(dirs, sg, pre, pre_stride, post, post_stride, i);
         });
     });
 }
 
-// The gradients at [A'; Ȧ'; Ä'] (g, stream j at g + j * g_stride) into those at [H; Ḣ; Ḧ], in
-// place, on m values (a multiple of the register's lanes), in one pass: A the layer's output,
-// h = [Ḣ; Ḧ] (stream j at h + j * h_stride), σ written from A.
-//   GH = σ1 G_A + Σ_a σ2 Ḣ_a Ġ_a + Σ_q (σ3 Ḣ_a Ḣ_c + σ2 Ḧ_q) G̈_q
-//   ĠH_a = σ1 Ġ_a + Σ_{q=(a,c)} σ2 Ḣ_c G̈_q + Σ_{q=(c,a)} σ2 Ḣ_c G̈_q
-//   G̈H_q = σ1 G̈_q
-// (at each position GH first and G̈H last: each reads stream gradients before they are overwritten.)
+// backward_registers over m values; identity leaves g as it is.
 template <class T>
 inline void backward_streams(Act act, const TaylorDirs& dirs, const T* A, T* g, Index g_stride, const T* h,
                              Index h_stride, Index m) {
-    using R = block::Reg<T>;
-    using Vec = typename R::Vec;
-    constexpr Index L = R::L;
-    const Index k1 = dirs.k1(), k2 = dirs.k2();
-    auto Hd = [&](Index a) { return h + a * h_stride; };                 // Ḣ_a
-    auto Hq = [&](Index qq) { return h + (k1 + qq) * h_stride; };        // Ḧ_q
-    auto Gd = [&](Index a) { return g + (1 + a) * g_stride; };           // Ġ_a
-    auto Gq = [&](Index qq) { return g + (1 + k1 + qq) * g_stride; };    // G̈_q
     with_sigmas<T>(act, [&](auto sig) {
-        using S = decltype(sig);
         by_registers<T>(m, [&](Index i, auto chunk) {
-            constexpr int C = decltype(chunk)::value;
-            Vec s1[C], s2[C], s3[C], GH[C];
-            _Pragma("GCC unroll 4") for (int v = 0; v < C; ++v) {
-                const Vec y = R::load(A + i + v * L);
-                s1[v] = S::d1(y), s2[v] = S::d2(y), s3[v] = S::d3(y);
-                GH[v] = s1[v] * R::load(g + i + v * L);
-            }
-            if constexpr (S::curved) {
-                for (Index a = 0; a < k1; ++a) {
-                    const T* ha = Hd(a) + i;
-                    const T* ga = Gd(a) + i;
-                    _Pragma("GCC unroll 4") for (int v = 0; v < C; ++v)
-                        GH[v] += s2[v] * R::load(ha + v * L) * R::load(ga + v * L);
-                }
-                for (Index qq = 0; qq < k2; ++qq) {
-                    const auto [a, c] = dirs.second[qq];
-                    const T *ha = Hd(a) + i, *hc = Hd(c) + i, *hq = Hq(qq) + i, *gq = Gq(qq) + i;
-                    _Pragma("GCC unroll 4") for (int v = 0; v < C; ++v) {
-                        const Index o = v * L;
-                        GH[v] += (s3[v] * R::load(ha + o) * R::load(hc + o) + s2[v] * R::load(hq + o)) * R::load(gq + o);
-                    }
-                }
-            }
-            _Pragma("GCC unroll 4") for (int v = 0; v < C; ++v) R::store(g + i + v * L, GH[v]);
-            for (Index a = 0; a < k1; ++a) {
-                T* ga = Gd(a) + i;
-                Vec x[C];
-                _Pragma("GCC unroll 4") for (int v = 0; v < C; ++v) x[v] = s1[v] * R::load(ga + v * L);
-                if constexpr (S::curved)
-                    for (Index qq = 0; qq < k2; ++qq) {
-                        const auto [qa, qc] = dirs.second[qq];
-                        const T* gq = Gq(qq) + i;
-                        if (qa == a) {
-                            const T* hc = Hd(qc) + i;
-                            _Pragma("GCC unroll 4") for (int v = 0; v < C; ++v)
-                                x[v] += s2[v] * R::load(hc + v * L) * R::load(gq + v * L);
-                        }
-                        if (qc == a) {
-                            const T* hc = Hd(qa) + i;
-                            _Pragma("GCC unroll 4") for (int v = 0; v < C; ++v)
-                                x[v] += s2[v] * R::load(hc + v * L) * R::load(gq + v * L);
-                        }
-                    }
-                _Pragma("GCC unroll 4") for (int v = 0; v < C; ++v) R::store(ga + v * L, x[v]);
-            }
-            for (Index qq = 0; qq < k2; ++qq) {
-                T* gq = Gq(qq) + i;
-                _Pragma("GCC unroll 4") for (int v = 0; v < C; ++v) R::store(gq + v * L, s1[v] * R::load(gq + v * L));
-            }
+            const SigmaRegs<T, decltype(sig), decltype(chunk)::value> sg(A, i);
+            backward_registers<T>(dirs, sg, g, g_stride, h, h_stride, i);
         });
     });
 }
