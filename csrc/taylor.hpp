@@ -1,39 +1,40 @@
 // taylor.hpp: the network's output and its first and second derivatives w.r.t. the inputs
-// (Taylor mode), forward and backward, the whole network in one call, in blocks of rows that
+// (Taylor mode), forward and backward, the whole network in one call, in blocks of samples that
 // stay in cache, on the backend's threads.
 //
 // The recursion (numpy_backend._taylor_forward is the reference), per layer, with the streams
-// of a layer one after another in one (1 + k1 + k2) x n x p buffer (base.py allocates the saved
-// arrays as views of it), S = [A; Ȧ_1..Ȧ_k1; Ä_1..Ä_k2] the inputs of the next layer:
+// S = [A; Ȧ_1..Ȧ_k1; Ä_1..Ä_k2] the inputs of the next layer:
 //
-//     [H; Ḣ; Ḧ] = S W            (the bias on the first block only)
+//     [H; Ḣ; Ḧ] = S W            (the bias on H only)
 //     A' = act(H)   Ä'_q = σ2 ⊙ Ḣ_a ⊙ Ḣ_c + σ1 ⊙ Ḧ_q   Ȧ'_a = σ1 ⊙ Ḣ_a     (q = (a, c))
 //
-// with σ1, σ2, σ3 = act', act'', act''' written from the output A' (H is never kept). The input
-// layer is the exception: S_0 = [X; e_i rows; 0], so its Ḣ_a is row first[a] of W on every sample
-// and Ḧ = 0, exactly, with no product.
-//
-// The forward keeps each hidden layer's streams as they are before the activation, [Ḣ; Ḧ] (the
-// backward needs them; [Ȧ; Ä] are one elementwise pass from them and A, where [Ḣ; Ḧ] from [Ȧ; Ä]
-// would take a product), and the last layer's after it (the results). The backward, per layer
-// from the last, turns the gradients arriving at [A'; Ȧ'; Ä'] into those at [H; Ḣ; Ḧ] (the
-// equations of base.taylor_backward), then
+// with σ1, σ2, σ3 = act', act'', act''' written from the output A' (H is never kept), from the
+// input layer's S_0 = [X; e_i rows; 0]. The backward, per layer from the last, turns the
+// gradients arriving at [A'; Ȧ'; Ä'] into those at [H; Ḣ; Ḧ] (the equations of
+// base.taylor_backward), then
 //
 //     dW = Sᵀ [GH; ĠH; G̈H]        (summed over every stream)
-//     db = 1ᵀ GH                  (the first block only: Ḣ and Ḧ carry no bias)
+//     db = 1ᵀ GH                  (Ḣ and Ḧ carry no bias)
 //     [G_A; Ġ; G̈] ← [GH; ĠH; G̈H] Wᵀ        (for the layer below)
 //
-// (the input layer: dW = Xᵀ GH, plus 1ᵀ ĠH_a on row first[a]).
+// Blocks of samples, feature-major. A physics-informed network is narrow (20 wide) and its batch
+// tall (10,000 points, 4 streams). Each block of R samples (8 registers: 128 floats, 64 doubles)
+// goes through every layer while its streams stay in L1/L2, as p x R matrices, one sample per
+// register lane (block_gemm.hpp): a layer's product is Wᵀ times the block with W's entries
+// broadcast, every lane a sample, and the activation's passes run over whole registers. A
+// sample's values never depend on where it sits in a block; the last, short block is padded
+// with zero samples that carry zero gradients.
 //
-// Why blocks. A physics-informed network is narrow (20 wide) and its batch tall (10,000 points,
-// 4 streams): a product per layer over all rows is 40,000 x 20 x 20, which a BLAS splits badly,
-// and every elementwise pass would stream the whole layer through memory. Here each block of
-// rows goes through every layer while its streams stay in L1/L2: the products are the
-// register-blocked kernels of small_gemm.hpp (outputs up to 32 wide; Eigen beyond), each
-// elementwise pass runs on the block just multiplied. Blocks are independent in the forward; in
-// the backward each GROUP of blocks sums its own dW, db, and the groups' sums are added in group
-// order. Block and group sizes depend on the sizes only, never on the thread count, so the
-// results are the same bits with 1 thread or 16 (and at any buffer addresses: lanes.hpp).
+// What the forward keeps. For each hidden layer and block, [A; Ḣ; Ḧ] (the output, and the
+// derivative streams BEFORE the activation: the backward needs them, and Ȧ, Ä are one pass from
+// them and A, where Ḣ, Ḧ from Ȧ, Ä would take a product), feature-major, written past the cache
+// (stream_out): 26 MB for the Burgers network at 10,000 points, read again only by the backward.
+// The last layer's streams are the results, row-major, after the activation.
+//
+// Threads and bits. Blocks are independent in the forward. In the backward each GROUP of blocks
+// sums its own dW, db (lane by lane, block::nt, then the lanes in order), and the groups' sums
+// are added in group order. Block and group sizes depend on the sizes only, never on the thread
+// count, so the results are the same bits with 1 thread or 16 (and at any buffer addresses).
 #pragma once
 
 #include <algorithm>
@@ -46,13 +47,10 @@
 #include <immintrin.h>
 #endif
 
+#include "block_gemm.hpp"
 #include "common.hpp"
 #include "elementwise.hpp"
-#include "gemm.hpp"
-#include "lanes.hpp"
 #include "parallel.hpp"
-#include "block_gemm.hpp"
-#include "small_gemm.hpp"
 
 namespace backprop {
 

@@ -301,18 +301,44 @@ def test_cpu_kernels_are_bit_reproducible(dtype):
             np.testing.assert_array_equal(a.view(f"u{a.itemsize}"), b.view(f"u{b.itemsize}"))
 
 
-# The cpu kernels run blocks of rows (about 4096 values of the widest layer: 204 rows at width 20)
-# and sum the backward over at most 32 groups of blocks: 7001 rows are 35 blocks, so some groups
-# hold two, and the last block is short. Widths above 32 take Eigen's products instead of the
-# register-blocked kernels. They save the hidden layers' streams before the activation and the
-# last layer's after it: an output activation other than identity (recomputed in the backward),
-# a hidden identity layer and a network of one layer take the other branches.
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_cpu_saved_streams_at_any_alignment(monkeypatch, dtype):
+    """The forward streams its saved blocks past the cache when a layer's buffer starts on a cache
+    line (the buffer pool's always do) and copies them otherwise: the same bits either way."""
+    layers, first, second = (2, 20, 20, 1), (0, 1), ((0, 0),)
+    acts = ["tanh", "tanh", "identity"]
+    problem = taylor_problem(layers, first, second, 700, dtype)
+    aligned = run_taylor("cpu", acts, first, second, *problem)
+    be = get_backend("cpu")
+
+    def off_the_line(shapes, dtype):
+        views = []
+        for shape in shapes:
+            buf = np.empty(int(np.prod(shape)) + 1, dtype)
+            views.append(buf[1:].reshape(shape))
+            assert views[-1].ctypes.data % 64 != 0
+        return views
+    monkeypatch.setattr(be, "reusable", off_the_line)
+    shifted = run_taylor("cpu", acts, first, second, *problem)
+    for a, b in zip(aligned, shifted):
+        np.testing.assert_array_equal(a.view(f"u{a.itemsize}"), b.view(f"u{b.itemsize}"))
+
+
+# The cpu kernels run blocks of 128 samples (64 in float64), one sample per register lane, and
+# sum the backward over at most 32 groups of blocks: 7001 rows are 55 blocks (110 in float64), so
+# the groups hold one to four, and the last block is short (padded with zero samples). The
+# products run in tiles of 5 output rows (widths 2, 3, 4, 6, 33, 40 leave a part tile) and the
+# weight gradients in tiles of 4 x 5 rows, 16 streams at a time (21 streams: a second round).
+# They save the hidden layers' streams before the activation and the last layer's after it: an
+# output activation other than identity (recomputed in the backward), a hidden identity layer
+# and a network of one layer take the other branches.
 BLOCK_CASES = [
     ((2, 20, 20, 1), (0, 1), ((0, 0), (0, 1)), 7001, None),
     ((3, 40, 33, 2), (2, 0), ((0, 0), (2, 2)), 300, None),
     ((2, 5, 64, 1), (0,), ((0, 0),), 150, None),
     ((2, 6, 5, 3), (0, 1), ((0, 1), (1, 1)), 90, ("tanh", "identity", "sigmoid")),
     ((2, 4), (1, 0), ((0, 0), (1, 0)), 50, ("tanh",)),
+    ((5, 12, 3), (0, 1, 2, 3, 4), tuple((i, j) for i in range(5) for j in range(i, 5)), 70, None),
 ]
 
 

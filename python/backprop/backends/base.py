@@ -95,9 +95,10 @@ class TaylorSaved(NamedTuple):
     As[l], dAs[l], d2As[l] (l >= 1) views of one (1 + k1 + k2) x n x p_l buffer, in that order,
     and dAs[0], d2As[0] views of one (k1 + k2) x n x p_0 buffer, so that a backend can reach
     every stream of a layer from one pointer (the cpu backend relies on it). What a backend
-    keeps in the hidden layers' dAs, d2As is its own: the cpu backend keeps the streams before
-    the activation there (Ḣ, Ḧ, which its backward needs; csrc/taylor.hpp). The last layer's
-    are always the results, dF and d2F."""
+    keeps in the hidden layers' buffers is its own: the cpu backend keeps there, block by block
+    of samples, A and the streams before the activation (Ḣ, Ḧ, which its backward needs),
+    feature-major (csrc/taylor.hpp), so its hidden As, dAs, d2As are not n x p arrays of
+    values. The last layer's are always the results, F, dF and d2F."""
     As: list
     dAs: list
     d2As: list
