@@ -25,6 +25,10 @@ from .optim import Adam
 from .train import Trainer
 
 LR = 1e-3
+# Each round, every row sleeps SETTLE_SECONDS (the previous row's threads go idle), then runs
+# about min_time untimed before the timed run of the same length: a core that has been idle
+# takes a while to come back to speed (here: the second core ran the first ~150 ms of steps
+# after a 0.2 s pause 30-70 % slower), and a training run does not pause between steps.
 SETTLE_SECONDS = 0.2
 
 
@@ -208,6 +212,7 @@ def run(collocation=(10000, 1000), repeat=5, dtype="float32", seed=0, min_time=0
         for _ in range(repeat):
             for name, r in runners.items():
                 time.sleep(settle)
+                r.run(steps[name])  # warm-up, untimed: see WARM_UP
                 start = time.perf_counter()
                 r.run(steps[name])
                 samples[name].append((time.perf_counter() - start) / steps[name])
