@@ -130,6 +130,25 @@ def test_activations(backend, dtype, rng, activation, shape):
     assert_close(host(bk, buf), dA * ref_dact(A, activation), dtype, what="in place")
 
 
+def test_float64_tanh_to_a_few_ulp(backend):
+    """tanh in float64 to within 8 units in the last place of numpy's, over magnitudes from 1e-300
+    to 1e3 (the cpu backend computes it in registers from exp and log), with signed zeros, the
+    infinities and NaN in place."""
+    bk = get_backend(backend)
+    rng = np.random.default_rng(7)
+    mags = 10.0 ** rng.uniform(-6, 1.5, size=20000)
+    special = np.array([0.0, -0.0, 1e-300, -1e-300, 1e-17, 0.5, -0.5, 19.1, 400.0, -400.0,
+                        np.inf, -np.inf, np.nan])
+    H = np.concatenate([mags * rng.choice([-1.0, 1.0], size=mags.size), special]).reshape(-1, 1)
+    got = host(bk, bk.activation_forward(dev(bk, H, "float64"), "tanh")).reshape(-1)
+    want = np.tanh(H.reshape(-1))
+    finite = np.isfinite(want)
+    assert np.array_equal(np.isnan(got), np.isnan(want))
+    assert np.array_equal(np.signbit(got[finite]), np.signbit(want[finite]))
+    ulp = np.abs(got[finite] - want[finite]) / np.spacing(np.abs(want[finite]))
+    assert ulp.max() <= 8, (ulp.max(), H.reshape(-1)[finite][ulp.argmax()])
+
+
 @pytest.mark.parametrize("shape", [(1, 1), (1, 17), (1000, 3), (33, 129)])
 def test_colsum_and_dropout(backend, dtype, rng, shape):
     bk = get_backend(backend)
