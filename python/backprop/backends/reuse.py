@@ -11,6 +11,7 @@ on CPython's reference counts, as the cpu backend does (pybind11).
 
 from __future__ import annotations
 
+import math
 import sys
 import threading
 
@@ -42,7 +43,7 @@ class BufferPool:
 
     def views(self, shapes, dtype):
         dtype = np.dtype(dtype)
-        sizes = [int(np.prod(s, dtype=np.int64)) for s in shapes]
+        sizes = [math.prod(int(d) for d in s) for s in shapes]
         # each view starts on a 64-byte boundary (a cache line: the cpu backend streams its saved
         # values past the cache with aligned stores)
         step = max(1, ALIGN // dtype.itemsize)
