@@ -121,14 +121,17 @@ inline void with_sigmas(Act act, const F& fn) {
     }
 }
 
-// The positions of m values (a multiple of L) in runs of 4 registers, then one at a time:
+// The positions of m values (a multiple of L) in runs of kRun registers, then one at a time:
 // body(i, C) handles the C registers of values from i (C a compile-time constant), so that the
-// loops over the streams inside it are paid once per 4 registers.
+// loops over the streams inside it are paid once per run. Runs of 2 measured 2% faster than runs
+// of 4 or 8 (the Burgers network, one thread).
+constexpr int kRun = 2;
+
 template <class T, class Body>
 inline void by_registers(Index m, const Body& body) {
     constexpr Index L = block::Reg<T>::L;
     Index i = 0;
-    for (; i + 4 * L <= m; i += 4 * L) body(i, std::integral_constant<int, 4>{});
+    for (; i + kRun * L <= m; i += kRun * L) body(i, std::integral_constant<int, kRun>{});
     for (; i < m; i += L) body(i, std::integral_constant<int, 1>{});
 }
 
