@@ -529,14 +529,14 @@ inline void taylor_backward(const std::vector<TaylorLayer<T>>& layers, const Tay
     // the groups' sums, added in group order
     parallel_for(nL, threads, [&](int, Index l) {
         const Index q = layers[l].p_out, size = layers[l].p_in * q;
-        for (Index i = 0; i < size; ++i) {
-            T v = partial[offW[l] + i];
-            for (Index grp = 1; grp < groups; ++grp) v += partial[grp * weights + offW[l] + i];
+        for (Index i = 0; i < size; ++i) {  // (no rows: no groups, zero gradients)
+            T v = T(0);
+            for (Index grp = 0; grp < groups; ++grp) v += partial[grp * weights + offW[l] + i];
             dW[l][i] = v;
         }
         for (Index i = 0; i < q; ++i) {
-            T v = partial[offb[l] + i];
-            for (Index grp = 1; grp < groups; ++grp) v += partial[grp * weights + offb[l] + i];
+            T v = T(0);
+            for (Index grp = 0; grp < groups; ++grp) v += partial[grp * weights + offb[l] + i];
             db[l][i] = v;
         }
     });
