@@ -148,6 +148,27 @@ def test_weight_gradients_of_a_residual(activation):
             assert abs((up - down) / (2 * h) - g[idx]) <= 1e-6 * max(1.0, abs(g[idx])), (p.shape, idx)
 
 
+@pytest.mark.parametrize("backend", ["numpy", "cpu"])
+def test_weight_gradients_when_outputs_are_unused_or_used_twice(backend):
+    """Some outputs get no gradient (u, u_t), one gets two (u_x, in two terms), one only through
+    the node's spec order (u_xt): the node's backward must see each output's gradient as the
+    recorded path does."""
+    if backend != "numpy":
+        needs_the_kernels(backend)
+    net, X = make_net("tanh", backend=backend), inputs()
+    spec = ((0, 1), ((0, 0), (0, 1)))
+
+    def loss(outputs):
+        u, ux, ut, uxx, uxt = outputs
+        return (ux * uxx).sum() + (ux ** 2).mean() + (uxt * 3.0).sum()
+
+    _, a = grads_of(net, lambda: loss(net.derivatives(X, first=spec[0], second=spec[1])))
+    _, b = grads_of(net, lambda: loss(recorded(net, X, *spec)))
+    assert any(np.abs(x).max() > 0 for x in a)
+    for x, y in zip(a, b):
+        assert rel(x, y) < 1e-10
+
+
 def test_weight_gradients_first_only_through_relu():
     net, X = make_net("leaky_relu"), inputs()
 

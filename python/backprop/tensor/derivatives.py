@@ -18,6 +18,10 @@ With a Standardizer on the model, z = (x - mean) / scale, so ∂u/∂x_i = ∂u/
 ∂²u/∂x_i∂x_j = ∂²u/∂z_i∂z_j / (scale_i scale_j). The node's backward is array code:
 ``create_graph=True`` through it raises NotImplementedError (use the recorded path,
 ``bp.grad(..., create_graph=True)``, for third derivatives).
+
+The outputs are parts of one node: each output's backward hands its gradient to the node as a
+``_Parts`` (output index -> array), and the tape adds those up by merging, so the node's backward
+gets each output's gradient as it arrived, with no zero-filled array the size of all outputs.
 """
 
 from __future__ import annotations
@@ -122,25 +126,58 @@ def derivatives(net, X, first=(), second=(), names=None):
     keep = _Saved()
     keep.net, keep.taylor, keep.factors = net, saved, factors
     keep.k1, keep.k2, keep.pick = len(streams), len(want2), pick
-    P = result(packed, be, tuple(params), _derivatives_backward, keep)
-    return tuple(P[s] for s in range(len(parts)))
+    node = result(packed, be, tuple(params), _derivatives_backward, keep)
+    return tuple(result(packed[s], be, (node,), _part_backward, s) for s in range(len(parts)))
+
+
+class _Parts:
+    """The gradients arriving at some of the node's outputs: {output index: array}. Adding two
+    merges them (an output's gradients are added, as the tape adds any gradient)."""
+
+    __slots__ = ("by_output",)
+
+    def __init__(self, by_output):
+        self.by_output = by_output
+
+    def __add__(self, other):
+        merged = dict(self.by_output)
+        for s, g in other.by_output.items():
+            merged[s] = g if s not in merged else merged[s] + g
+        return _Parts(merged)
 
 
 @backward_of(_OP, graph=False)
-def _derivatives_backward(out, g, graph):
+def _part_backward(out, g, graph):
+    """Output s of the node: its gradient, handed on as it is."""
+    return (_Parts({out._saved: g}),)
+
+
+@backward_of(_OP, graph=False)
+def _derivatives_backward(out, parts, graph):
     keep = out._saved
     net, be = keep.net, keep.net.backend
-    g = g if g.flags.c_contiguous else be.asarray(g, g.dtype)
     f = keep.factors
     n_first = len(keep.pick)
-    shape = tuple(g.shape[1:])
-    G = be.asarray(g[0] * f[0] if f[0] != 1.0 else g[0], g.dtype)
-    dG = be.zeros((keep.k1,) + shape, g.dtype)
+    shape, dtype = tuple(out.value.shape[1:]), out.value.dtype
+
+    def stream(s, into):
+        """into = dLoss/d(output s) times its factor (zero when no gradient arrived)."""
+        g = parts.by_output.get(s)
+        if g is None:
+            into.fill(0)
+        elif f[s] != 1.0:
+            into[...] = g * f[s]
+        else:
+            into[...] = g
+
+    G = be.empty(shape, dtype)
+    stream(0, G)
+    dG = be.zeros((keep.k1,) + shape, dtype)
     for a, s in enumerate(keep.pick):
-        dG[s] = g[1 + a] * f[1 + a]
-    d2G = be.empty((keep.k2,) + shape, g.dtype)
+        stream(1 + a, dG[s])
+    d2G = be.empty((keep.k2,) + shape, dtype)
     for q in range(keep.k2):
-        d2G[q] = g[1 + n_first + q] * f[1 + n_first + q]
+        stream(1 + n_first + q, d2G[q])
     Ws = [p.value for p in out._parents[0::2]]
     dWs, dbs = be.taylor_backward(keep.taylor, Ws, net.layer_activations, G, dG, d2G)
     return tuple(x for pair in zip(dWs, dbs) for x in pair)
