@@ -51,6 +51,7 @@
 #include "common.hpp"
 #include "elementwise.hpp"
 #include "parallel.hpp"
+#include "scratch.hpp"
 
 namespace backprop {
 
@@ -396,9 +397,9 @@ inline void taylor_forward(const std::vector<TaylorLayer<T>>& layers, const Tayl
         Buffer<T> input, post[2], out[2];  // the input layer's streams; [Ȧ; Ä] and a part block's [A; Ḣ; Ḧ]
         std::vector<const T*> in;          // the current layer's input streams
     };
-    std::vector<Work> work(std::size_t(std::max(1, threads)));
+    auto work = scratch_for<Work>(threads);  // kept between calls (scratch.hpp)
     parallel_for(blocks, threads, [&](int w, Index blk) {
-        Work& ws = work[w];
+        Work& ws = *work[w];
         ws.input.resize(s * d * R), ws.in.resize(s);
         for (int i = 0; i < 2; ++i) ws.post[i].resize(k * widest * R), ws.out[i].resize(s * widest * R);
         const Index r0 = blk * R, rows = std::min(R, n - r0), ld = (rows + lanes - 1) / lanes * lanes;
@@ -456,14 +457,19 @@ inline void taylor_backward(const std::vector<TaylorLayer<T>>& layers, const Tay
         Wn[l].resize(block::packed_size(L.p_in, L.p_out));
         block::pack<T>(L.W, L.p_out, 1, L.p_in, L.p_out, Wn[l].data());
     }
-    std::vector<T> partial(std::size_t(groups * weights), T(0));  // group g's dW, db at g * weights
+    struct Partial {
+        std::vector<T> sums;
+    };
+    Scratch<Partial> partial_sums;  // group g's dW, db at g * weights
+    std::vector<T>& partial = partial_sums->sums;
+    partial.assign(std::size_t(groups * weights), T(0));
     struct Work {
         Buffer<T> input, g, g_prev, post, below, here, h, sums;  // sums: dW, db lane by lane
         std::vector<const T*> in, gs;
     };
-    std::vector<Work> work(std::size_t(std::max(1, threads)));
+    auto work = scratch_for<Work>(threads);
     parallel_for(groups, threads, [&](int w, Index grp) {
-        Work& ws = work[w];
+        Work& ws = *work[w];
         ws.input.resize(s * d * R), ws.g.resize(s * widest * R), ws.g_prev.resize(s * widest * R);
         ws.post.resize(k * widest * R), ws.below.resize(s * widest * R), ws.here.resize(s * widest * R);
         ws.h.resize(k * widest * R), ws.in.resize(s), ws.gs.resize(s);
@@ -526,8 +532,10 @@ inline void taylor_backward(const std::vector<TaylorLayer<T>>& layers, const Tay
         }
         block::add_lanes<T>(ws.sums.data(), partial.data() + grp * weights, weights);
     });
-    // the groups' sums, added in group order
-    parallel_for(nL, threads, [&](int, Index l) {
+    // the groups' sums, added in group order (on this thread when they are few: starting a
+    // thread takes about as long as adding up the Burgers network's 32 x 3,400)
+    const int sum_threads = groups * weights < (Index(1) << 20) ? 1 : threads;
+    parallel_for(nL, sum_threads, [&](int, Index l) {
         const Index q = layers[l].p_out, size = layers[l].p_in * q;
         for (Index i = 0; i < size; ++i) {  // (no rows: no groups, zero gradients)
             T v = T(0);

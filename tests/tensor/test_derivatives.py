@@ -374,6 +374,45 @@ def test_cpu_kernels_match_numpy_over_many_blocks_and_wide_layers(case, dtype):
     assert_matches_numpy(got, want, dtype)
 
 
+def assert_same_bits(run_a, run_b):
+    for a, b in zip(run_a, run_b):
+        np.testing.assert_array_equal(a.view(f"u{a.itemsize}"), b.view(f"u{b.itemsize}"))
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_cpu_workspaces_kept_between_calls_change_no_bits(dtype):
+    """The kernels' workspaces outlive a call (scratch.hpp): a call after a larger one (wider
+    layers, more streams, other numbers in every workspace) gives the bits of the first call,
+    and so do calls from several Python threads at once (each takes its own workspaces)."""
+    import threading
+
+    needs_the_kernels("cpu")
+    small = ((2, 20, 20, 1), (0, 1), ((0, 0),), 1000)
+    large = ((3, 33, 40, 2), (2, 0, 1), ((0, 0), (0, 2), (1, 1)), 3001)
+
+    def run(case, seed):
+        layers, first, second, n = case
+        acts = ["tanh"] * (len(layers) - 2) + ["identity"]
+        return run_taylor("cpu", acts, first, second, *taylor_problem(layers, first, second, n, dtype, seed))
+
+    first = run(small, 0)
+    run(large, 1)
+    assert_same_bits(first, run(small, 0))
+    results = [None] * 4
+
+    def worker(k):
+        results[k] = [run(small if k % 2 == 0 else large, k % 2) for _ in range(3)]
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for k, runs in enumerate(results):
+        for r in runs:
+            assert_same_bits(first if k % 2 == 0 else run(large, 1), r)
+
+
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_cpu_kernels_give_the_same_bits_on_any_thread_count(dtype):
     """Blocks and groups depend on the sizes only: 1, 2 and 3 threads give the same bits."""
