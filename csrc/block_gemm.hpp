@@ -108,10 +108,17 @@ inline void nn_tile_regs(int nv, const T* P, const T* bias, const T* B, Index ld
     }
 }
 
+struct NoWork {
+    void operator()() const {}
+};
+
 // C (m x c, row stride ldc) = M (m x k, packed by pack) B (k x c, row stride ldb), plus bias[o]
-// on row o when bias is given. c: a multiple of L.
-template <class T>
-inline void nn(const T* packed, const T* bias, const T* B, Index ldb, T* C, Index ldc, Index m, Index k, Index c) {
+// on row o when bias is given. c: a multiple of L. between() runs after each tile (taylor.hpp
+// writes its saved streams out there, a few lines at a time, while the products keep the core
+// busy).
+template <class T, class Between = NoWork>
+inline void nn(const T* packed, const T* bias, const T* B, Index ldb, T* C, Index ldc, Index m, Index k, Index c,
+               Between&& between = {}) {
     static_assert(kTileRows == 5, "one case per row count");
     constexpr Index L = Reg<T>::L;
     const Index regs = c / L;
@@ -130,6 +137,7 @@ inline void nn(const T* packed, const T* bias, const T* B, Index ldb, T* C, Inde
                 case 4: nn_tile_regs<T, 4>(nv, P, bo, Bv, ldb, Cv, ldc, k); break;
                 default: nn_tile_regs<T, 5>(nv, P, bo, Bv, ldb, Cv, ldc, k); break;
             }
+            between();
         }
     }
 }
