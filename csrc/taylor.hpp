@@ -28,8 +28,10 @@
 // What the forward keeps. For each hidden layer and block, [A; Ḣ; Ḧ] (the output, and the
 // derivative streams BEFORE the activation: the backward needs them, and Ȧ, Ä are one pass from
 // them and A, where Ḣ, Ḧ from Ȧ, Ä would take a product), feature-major, written past the cache
-// (StreamOut): 26 MB for the Burgers network at 10,000 points, read again only by the backward.
-// The last layer's streams are the results, row-major, after the activation.
+// (StreamOut, a few lines after each tile of the next layer's products): 26 MB for the Burgers
+// network at 10,000 points, read again only by the backward, which asks for each block a layer
+// ahead (ReadAhead, likewise between tiles). The last layer's streams are the results, row-major,
+// after the activation.
 //
 // Threads and bits. Blocks are independent in the forward. In the backward each GROUP of blocks
 // sums its own dW, db (lane by lane, block::nt, then the lanes in order), and the groups' sums
