@@ -76,7 +76,8 @@ inline void nn_tile(const T* P, const T* bias, const T* B, Index ldb, T* C, Inde
         Vec b[NV];
         _Pragma("GCC unroll 16") for (int v = 0; v < NV; ++v) b[v] = R::load(B + v * R::L);
         _Pragma("GCC unroll 16") for (int o = 0; o < MO; ++o)
-            _Pragma("GCC unroll 16") for (int v = 0; v < NV; ++v) acc[o][v] = BIAS ? P[o] * b[v] + R::broadcast(bias[o]) : P[o] * b[v];
+            _Pragma("GCC unroll 16") for (int v = 0; v < NV; ++v)
+                acc[o][v] = BIAS ? P[o] * b[v] + R::broadcast(bias[o]) : P[o] * b[v];
     }
     for (Index kk = 1; kk < k; ++kk) {
         Vec b[NV];
@@ -162,8 +163,8 @@ inline void in_register(V& v) {
 // acc[k][j] (L lanes at acc + (k * q + j) * L), k < MK, j < MJ, += Σ_s Σ_v B_s[k][v] ⊙ G_s[j][v]
 // over the `streams` pairs (B_s, G_s) and the c / L registers of their rows.
 template <class T, int MK, int MJ>
-__attribute__((noinline)) void nt_tile(const T* const* B, Index ldb, const T* const* G, Index ldg, int streams, Index c, T* acc,
-                    Index q) {
+__attribute__((noinline)) void nt_tile(const T* const* B, Index ldb, const T* const* G, Index ldg, int streams,
+                                       Index c, T* acc, Index q) {
     using R = Reg<T>;
     using Vec = typename R::Vec;
     constexpr Index L = R::L;

@@ -321,7 +321,9 @@ inline Index lines_per_tile(Index bytes, Index tiles) { return (bytes / 64 + til
 // The tiles of C (m x c) = M B: block::nn's calls of `between`.
 template <class T>
 inline Index nn_tiles(Index m, Index c) {
-    return ((m + block::kTileRows - 1) / block::kTileRows) * ((c / block::lanes<T>() + block::kTileRegs - 1) / block::kTileRegs);
+    const Index row_tiles = (m + block::kTileRows - 1) / block::kTileRows;
+    const Index register_tiles = (c / block::lanes<T>() + block::kTileRegs - 1) / block::kTileRegs;
+    return row_tiles * register_tiles;
 }
 
 // The forward's saved streams: a hidden layer's block [A; Ḣ; Ḧ] (40 KB for the Burgers network)
@@ -361,7 +363,8 @@ private:
                                     _mm256_loadu_si256(reinterpret_cast<const __m256i*>(from_ + h)));
 #elif defined(__SSE2__)
             for (int h = 0; h < 64; h += 16)
-                _mm_stream_si128(reinterpret_cast<__m128i*>(to_ + h), _mm_loadu_si128(reinterpret_cast<const __m128i*>(from_ + h)));
+                _mm_stream_si128(reinterpret_cast<__m128i*>(to_ + h),
+                                 _mm_loadu_si128(reinterpret_cast<const __m128i*>(from_ + h)));
 #else
             std::memcpy(to_, from_, 64);
 #endif
@@ -534,7 +537,8 @@ inline void taylor_backward(const std::vector<TaylorLayer<T>>& layers, const Tay
                 const Index q = layers[nL - 1].p_out, m = q * ld, stride = n * q;
                 gather<T>(G + r0 * q, q, rows, ld, ws.g.data());
                 for (Index j = 0; j < k; ++j) {
-                    const T* from = j < k1 ? (dG ? dG + j * stride : nullptr) : (d2G ? d2G + (j - k1) * stride : nullptr);
+                    const T* from = j < k1 ? (dG ? dG + j * stride : nullptr)
+                                           : (d2G ? d2G + (j - k1) * stride : nullptr);
                     T* to = ws.g.data() + (1 + j) * m;
                     if (from) gather<T>(from + r0 * q, q, rows, ld, to); else std::fill_n(to, m, T(0));
                 }
@@ -584,7 +588,8 @@ inline void taylor_backward(const std::vector<TaylorLayer<T>>& layers, const Tay
                                           s * nn_tiles<T>(p, ld));
                     }
                     for (Index j = 0; j < s; ++j)
-                        block::nn<T>(Wn[l].data(), nullptr, g + j * m, ld, ws.g_prev.data() + j * mp, ld, p, q, ld, ahead);
+                        block::nn<T>(Wn[l].data(), nullptr, g + j * m, ld, ws.g_prev.data() + j * mp, ld, p, q, ld,
+                                     ahead);
                     std::swap(ws.g, ws.g_prev);
                 }
             }
