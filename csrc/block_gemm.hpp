@@ -109,6 +109,7 @@ inline void nn_tile_regs(int nv, const T* P, const T* bias, const T* B, Index ld
     }
 }
 
+// The default `between` of the products: nothing between the tiles.
 struct NoWork {
     void operator()() const {}
 };

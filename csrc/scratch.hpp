@@ -5,7 +5,7 @@
 // (taylor.hpp: the block's streams and the weight gradients' partial sums). Allocated per call,
 // that memory came from the operating system page by page each time (the allocator hands large
 // blocks back when they are freed): about 190 page faults per forward and backward of the Burgers
-// network, 3-5% of its time on two threads. A Scratch<W> takes a W from a process-wide list of
+// network, about 5% of its time on two threads. A Scratch<W> takes a W from a process-wide list of
 // free ones (a new W when the list is empty) and puts it back when it goes out of scope, with the
 // capacity its buffers grew to; at most kKeep of each kind are kept. Calls running at the same
 // time each get their own workspaces. What a workspace holds on entry is whatever the last user
