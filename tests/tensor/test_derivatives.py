@@ -621,3 +621,37 @@ def test_against_pytorch_double_backward(backend, activation):
     assert abs(value - loss.item()) <= 1e-12 * abs(loss.item())
     for g, p in zip(grads, params):
         assert rel(g.reshape(p.shape), p.grad.numpy()) <= 1e-10
+
+
+def test_the_node_gives_the_bits_of_the_checked_kernels(backend, dtype):
+    """The derivatives node calls the backend's unchecked Taylor kernels (tensor/kernels.py): its
+    outputs and weight gradients are those of the public, checked taylor_forward/backward, bit for
+    bit, with a gradient arriving at every kind of output."""
+    if not (implements(backend, "taylor_forward") and implements(backend, "taylor_backward")):
+        pytest.skip(f"{backend} does not implement the Taylor kernels (base.PARTIAL_KERNELS)")
+    net = make_net("tanh", dtype, backend, layers=(2, 9, 5, 1))
+    be = net.backend
+    rng = np.random.default_rng(7)
+    X = inputs(n=23)
+    a, b, c, e = (rng.normal(size=(23, 1)) for _ in range(4))
+    u, ux, ut, uxx = net.derivatives(X, first=(0, 1), second=((0, 0),))
+    params = net.parameters()
+    for p in params:
+        p.zero_grad()
+    ((u * a + ux * b + ut * c + uxx * e).sum()).backward()
+    node_grads = [be.to_numpy(p.grad) for p in params]
+
+    Ws = [p.value for p in params[0::2]]
+    bs = [p.value for p in params[1::2]]
+    acts = net.layer_activations
+    F, dF, d2F, saved = be.taylor_forward(be.asarray(X, dtype), Ws, bs, acts, (0, 1), ((0, 0),))
+    for got, want in zip((u, ux, ut, uxx), (F, dF[0], dF[1], d2F[0])):
+        assert np.array_equal(got.numpy(), be.to_numpy(want))
+    G = be.asarray(a, dtype)
+    dG = be.asarray(np.stack([b, c]), dtype)
+    d2G = be.asarray(e[None], dtype)
+    dWs, dbs = be.taylor_backward(saved, Ws, acts, G, dG, d2G)
+    kernel_grads = [be.to_numpy(g) for pair in zip(dWs, dbs) for g in pair]
+    assert len(node_grads) == len(kernel_grads)
+    for got, want in zip(node_grads, kernel_grads):
+        assert np.array_equal(got, want)

@@ -414,18 +414,23 @@ class Backend:
         args.input("X", X, ndim=2)
         Ws, bs, activations = self._taylor_layers(args, Ws, bs, activations, X.shape[1])
         first, pairs = self._taylor_directions(args, first, second, X.shape[1], activations)
-        n, L = X.shape[0], len(Ws)
+        saved = self._taylor_buffers(X, Ws, first, pairs)
+        self._taylor_forward(Ws, bs, activations, saved)
+        L = len(Ws)
+        return saved.As[L], saved.dAs[L], saved.d2As[L], saved
+
+    def _taylor_buffers(self, X, Ws, first, pairs):
+        """The TaylorSaved that ``_taylor_forward`` fills: one buffer per layer,
+        [A; Ȧ_1..Ȧ_k1; Ä_1..Ä_k2] (the input's: [Ȧ; Ä], As[0] is X itself)."""
+        n = X.shape[0]
         k1, k2 = len(first), len(pairs)
         widths = [X.shape[1]] + [W.shape[1] for W in Ws]
-        # one buffer per layer: [A; Ȧ_1..Ȧ_k1; Ä_1..Ä_k2] (the input's: [Ȧ; Ä], As[0] is X)
         stacks = self.reusable([(k1 + k2, n, widths[0])] + [(1 + k1 + k2, n, w) for w in widths[1:]],
-                               args.dtype)
+                               X.dtype)
         As = [X] + [S[0] for S in stacks[1:]]
         dAs = [stacks[0][:k1]] + [S[1:1 + k1] for S in stacks[1:]]
         d2As = [stacks[0][k1:]] + [S[1 + k1:] for S in stacks[1:]]
-        saved = TaylorSaved(As, dAs, d2As, first, pairs)
-        self._taylor_forward(Ws, bs, activations, saved)
-        return As[L], dAs[L], d2As[L], saved
+        return TaylorSaved(As, dAs, d2As, first, pairs)
 
     def _taylor_forward(self, Ws, bs, activations, saved):
         """Writes saved.As[1:], saved.dAs, saved.d2As (saved.As[0] is X)."""

@@ -31,6 +31,7 @@ import numpy as np
 from .. import _checks
 from .core import Tensor, _fail, backward_of, is_backend_array, result
 from .dense import parameters
+from .kernels import kernels_of
 
 _OP = "derivatives"
 
@@ -90,6 +91,8 @@ def _inputs(net, X):
         X = _checks.check_inputs(X, net.layers[0])
     if X.ndim != 2 or X.shape[1] != net.layers[0]:
         _fail(_OP, ValueError, f"X must be n x {net.layers[0]}; got shape {tuple(X.shape)}")
+    if X.shape[0] == 0:
+        _fail(_OP, ValueError, f"X has no rows (shape {tuple(X.shape)})")
     X = be.asarray(X, net.dtype)
     scale = None
     if net.standardizer is not None:
@@ -113,7 +116,8 @@ def derivatives(net, X, first=(), second=(), names=None):
     X, scale = _inputs(net, X)
     params = parameters(net)
     Ws, bs = [p.value for p in params[0::2]], [p.value for p in params[1::2]]
-    F, dF, d2F, saved = be.taylor_forward(X, Ws, bs, net.layer_activations, tuple(streams), want2)
+    F, dF, d2F, saved = kernels_of(be).taylor_forward(X, Ws, bs, net.layer_activations,
+                                                      tuple(streams), want2)
     pick = [streams.index(i) for i in want1]
     factors = [1.0] * (1 + len(want1) + len(want2))
     if scale is not None:
@@ -179,5 +183,5 @@ def _derivatives_backward(out, parts, graph):
     for q in range(keep.k2):
         stream(1 + n_first + q, d2G[q])
     Ws = [p.value for p in out._parents[0::2]]
-    dWs, dbs = be.taylor_backward(keep.taylor, Ws, net.layer_activations, G, dG, d2G)
+    dWs, dbs = kernels_of(be).taylor_backward(keep.taylor, Ws, net.layer_activations, G, dG, d2G)
     return tuple(x for pair in zip(dWs, dbs) for x in pair)

@@ -18,7 +18,8 @@ def _c(be, x):
 
 
 class Kernels:
-    """gemm, dense_forward, dense_backward, activation_forward/backward and loss for one backend."""
+    """gemm, dense_forward, dense_backward, activation_forward/backward, loss and the Taylor
+    kernels for one backend."""
 
     def __init__(self, backend):
         self.backend = backend
@@ -71,6 +72,32 @@ class Kernels:
         if not self.fast:
             return be.sgd_update(param, grad, None, lr)
         be._sgd_update(param, _c(be, grad), None, float(lr), 0.0, False)
+
+    def taylor_forward(self, X, Ws, bs, activations, first, second):
+        """(F, dF, d2F, saved) of the backend's taylor_forward. The spec (``first``, ``second``:
+        input indices) is checked here as the public kernel checks it, relu refused for second
+        derivatives included; the model's own arrays need no check."""
+        be = self.backend
+        if not self.fast:
+            return be.taylor_forward(X, Ws, bs, activations, first, second)
+        first, pairs = be._taylor_directions(be._args("taylor_forward"), first, second,
+                                             X.shape[1], activations)
+        saved = be._taylor_buffers(X, Ws, first, pairs)
+        be._taylor_forward(Ws, bs, activations, saved)
+        L = len(Ws)
+        return saved.As[L], saved.dAs[L], saved.d2As[L], saved
+
+    def taylor_backward(self, saved, Ws, activations, G, dG, d2G):
+        """(dWs, dbs) of the backend's taylor_backward; G, dG, d2G as that kernel takes them,
+        C-contiguous arrays of the model's dtype (made so by the Tensor node)."""
+        be = self.backend
+        if not self.fast:
+            return be.taylor_backward(saved, Ws, activations, G, dG, d2G)
+        dtype = G.dtype
+        dWs = [be.empty(W.shape, dtype) for W in Ws]
+        dbs = [be.empty((W.shape[1],), dtype) for W in Ws]
+        be._taylor_backward(saved, list(Ws), list(activations), G, dG, d2G, dWs, dbs)
+        return dWs, dbs
 
     def loss(self, name, F, Y):
         """(value as a float, G) of the backend's loss kernel."""
