@@ -144,41 +144,6 @@ inline void nn(const T* packed, const T* bias, const T* B, Index ldb, T* C, Inde
     }
 }
 
-// C_j (m x c) = M B_j for s streams j (the bias on stream 0 only), tile position by tile position:
-// at each (registers v.., rows o..) the s streams' tiles one after the other, each followed by
-// between(), then epilogue(o, mo, v * L, nv * L) on the values just written (rows o..o+mo-1 and
-// values v*L.. of every stream's C) while they are still in L1. The columns are the outer loop, so
-// the rows of the streams' B that the tiles read stay in L1 too. Each tile computes what nn's
-// would: the same sums, in the same order.
-template <class T, class Between, class Epilogue>
-inline void nn_streams(const T* packed, const T* bias, const T* const* B, Index ldb, T* const* C, Index ldc, int s,
-                       Index m, Index k, Index c, Between&& between, Epilogue&& epilogue) {
-    static_assert(kTileRows == 5, "one case per row count");
-    constexpr Index L = Reg<T>::L;
-    const Index regs = c / L;
-    for (Index v = 0; v < regs; v += kTileRegs) {
-        const int nv = int(std::min<Index>(kTileRegs, regs - v));
-        for (Index o = 0; o < m; o += kTileRows) {
-            const int mo = int(std::min<Index>(kTileRows, m - o));
-            const T* P = packed + o * k;
-            for (int j = 0; j < s; ++j) {
-                const T* bo = j == 0 && bias != nullptr ? bias + o : nullptr;
-                const T* Bv = B[j] + v * L;
-                T* Cv = C[j] + o * ldc + v * L;
-                switch (mo) {
-                    case 1: nn_tile_regs<T, 1>(nv, P, bo, Bv, ldb, Cv, ldc, k); break;
-                    case 2: nn_tile_regs<T, 2>(nv, P, bo, Bv, ldb, Cv, ldc, k); break;
-                    case 3: nn_tile_regs<T, 3>(nv, P, bo, Bv, ldb, Cv, ldc, k); break;
-                    case 4: nn_tile_regs<T, 4>(nv, P, bo, Bv, ldb, Cv, ldc, k); break;
-                    default: nn_tile_regs<T, 5>(nv, P, bo, Bv, ldb, Cv, ldc, k); break;
-                }
-                between();
-            }
-            epilogue(o, mo, v * L, nv * L);
-        }
-    }
-}
-
 // The nt tile: MK rows of B x MJ rows of G (20 accumulators at 4 x 5, plus 9 registers of rows).
 constexpr int kNtRows = 4;
 constexpr int kNtCols = 5;

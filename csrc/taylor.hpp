@@ -21,9 +21,7 @@
 // tall (10,000 points, 4 streams). Each block of R samples (8 registers: 128 floats, 64 doubles)
 // goes through every layer while its streams stay in L1/L2, as p x R matrices, one sample per
 // register lane (block_gemm.hpp): a layer's product is Wᵀ times the block with W's entries
-// broadcast, every lane a sample, and the activation's passes run over whole registers. In the
-// forward those passes run tile by tile (block::nn_streams): right after the products of all the
-// streams at one tile position, on the values they wrote, while these are still in L1. A
+// broadcast, every lane a sample, and the activation's passes run over whole registers. A
 // sample's values never depend on where it sits in a block; the last, short block is padded
 // with zero samples that carry zero gradients.
 //
@@ -451,12 +449,11 @@ inline void taylor_forward(const std::vector<TaylorLayer<T>>& layers, const Tayl
     struct Work {
         Buffer<T> input, post[2], out[2];  // the input layer's streams; [Ȧ; Ä] and a part block's [A; Ḣ; Ḧ]
         std::vector<const T*> in;          // the current layer's input streams
-        std::vector<T*> outs;              // and its output streams
     };
     auto work = scratch_for<Work>(threads);  // kept between calls (scratch.hpp)
     parallel_for(blocks, threads, [&](int w, Index blk) {
         Work& ws = *work[w];
-        ws.input.resize(s * d * R), ws.in.resize(s), ws.outs.resize(s);
+        ws.input.resize(s * d * R), ws.in.resize(s);
         for (int i = 0; i < 2; ++i) ws.post[i].resize(k * widest * R), ws.out[i].resize(s * widest * R);
         const Index r0 = blk * R, rows = std::min(R, n - r0), ld = (rows + lanes - 1) / lanes * lanes;
         input_block<T>(dirs, X + r0 * d, d, rows, ld, ws.input.data());
@@ -467,21 +464,14 @@ inline void taylor_forward(const std::vector<TaylorLayer<T>>& layers, const Tayl
             const Index p = L.p_in, q = L.p_out, m = q * ld;
             const bool last = l == nL - 1;
             T* out = ws.out[l % 2].data();  // [H; Ḣ; Ḧ], q x ld each
-            T* post = ws.post[l % 2].data();
-            T* to = last ? out + m : post;  // the results in place (the last layer), or [Ȧ; Ä]
-            for (Index j = 0; j < s; ++j) ws.outs[j] = out + j * m;
-            // every stream by the same W (the bias on H only), tile by tile; after each tile
-            // position, while its values are in L1: A = act(H), then Ȧ, Ä for the next layer's
-            // product (Ḣ, Ḧ stay as they are, to be saved)
-            block::nn_streams<T>(Wt[l].data(), L.b, ws.in.data(), ld, ws.outs.data(), ld, int(s), q, p, ld, saving,
-                                 [&](Index o, int mo, Index v0, Index values) {
-                                     for (Index r = o; r < o + mo; ++r) {
-                                         T* h = out + r * ld + v0;
-                                         activation_forward<T>(L.act, h, h, values);
-                                         activate_streams<T>(L.act, dirs, h, h + m, m, to + r * ld + v0, m, values);
-                                     }
-                                 });
+            for (Index j = 0; j < s; ++j)  // every stream by the same W; the bias on H only
+                block::nn<T>(Wt[l].data(), j == 0 ? L.b : nullptr, ws.in[j], ld, out + j * m, ld, q, p, ld, saving);
             saving.finish();
+            // A = act(H), then the results in place (the last layer), or Ȧ, Ä for the next
+            // layer's product (Ḣ, Ḧ stay saved)
+            T* post = ws.post[l % 2].data();
+            activation_forward<T>(L.act, out, out, m);
+            activate_streams<T>(L.act, dirs, out, out + m, m, last ? out + m : post, m, m);
             if (last) {  // row-major into S[L]
                 for (Index j = 0; j < s; ++j) scatter<T>(out + j * m, q, rows, ld, S[l + 1] + j * n * q + r0 * q);
             } else {
