@@ -125,18 +125,40 @@ inline void with_sigmas(Act act, const F& fn) {
     }
 }
 
-// The positions of m values (a multiple of L) in runs of kRun registers, then one at a time:
+// The positions of m values (a multiple of L) in runs of Run registers, then one at a time:
 // body(i, C) handles the C registers of values from i (C a compile-time constant), so that the
-// loops over the streams inside it are paid once per run. Runs of 2 measured 2% faster than runs
-// of 4 or 8 (the Burgers network, one thread).
-constexpr int kRun = 2;
+// loops over the streams inside it are paid once per run. With the stream counts known at compile
+// time (with_counts), runs of 2 registers measured best for the forward's pass and runs of 4 for
+// the backward's (2-3% of the backward; the Burgers network, builds compared call by call).
+constexpr int kForwardRun = 2;
+constexpr int kBackwardRun = 4;
 
-template <class T, class Body>
+template <class T, int Run, class Body>
 inline void by_registers(Index m, const Body& body) {
     constexpr Index L = block::Reg<T>::L;
     Index i = 0;
-    for (; i + kRun * L <= m; i += kRun * L) body(i, std::integral_constant<int, kRun>{});
+    for (; i + Run * L <= m; i += Run * L) body(i, std::integral_constant<int, Run>{});
     for (; i < m; i += L) body(i, std::integral_constant<int, 1>{});
+}
+
+// fn(k1, k2) with the numbers of first- and second-derivative streams as compile-time constants
+// (std::integral_constant) for the shapes physics-informed losses ask for most: one input with
+// its second derivative (k1, k2 = 1, 1), or two inputs with one, two or three second derivatives
+// (2, 1: Burgers' u_t, u_x, u_xx; 2, 2: a Laplacian; 2, 3). The loops over the streams in the
+// passes below then unroll, and what they read stays in registers across them: the backward's
+// passes, the Burgers network, 4-6% of the whole backward. Other shapes, and activations without
+// curvature (relu: no second derivatives), get the run-time counts.
+template <bool Specialize, class F>
+inline void with_counts(const TaylorDirs& dirs, const F& fn) {
+    using std::integral_constant;
+    const Index k1 = dirs.k1(), k2 = dirs.k2();
+    if constexpr (Specialize) {
+        if (k1 == 1 && k2 == 1) return fn(integral_constant<Index, 1>{}, integral_constant<Index, 1>{});
+        if (k1 == 2 && k2 == 1) return fn(integral_constant<Index, 2>{}, integral_constant<Index, 1>{});
+        if (k1 == 2 && k2 == 2) return fn(integral_constant<Index, 2>{}, integral_constant<Index, 2>{});
+        if (k1 == 2 && k2 == 3) return fn(integral_constant<Index, 2>{}, integral_constant<Index, 3>{});
+    }
+    fn(k1, k2);
 }
 
 // σ1, σ2, σ3 at C registers of a layer's outputs A from position i.
@@ -158,11 +180,10 @@ struct SigmaRegs {
 // into post (stream j at post + j * post_stride). post may be pre itself (in place: the second
 // streams are written first, while the Ḣ they read are still there).
 template <class T, class S, int C>
-inline void activate_registers(const TaylorDirs& dirs, const SigmaRegs<T, S, C>& sg, const T* pre, Index pre_stride,
-                               T* post, Index post_stride, Index i) {
+inline void activate_registers(const TaylorDirs& dirs, Index k1, Index k2, const SigmaRegs<T, S, C>& sg, const T* pre,
+                               Index pre_stride, T* post, Index post_stride, Index i) {
     using R = block::Reg<T>;
     constexpr Index L = R::L;
-    const Index k1 = dirs.k1(), k2 = dirs.k2();
     for (Index qq = 0; qq < k2; ++qq) {
         const auto [a, c] = dirs.second[qq];
         const T* ha = pre + a * pre_stride + i;
@@ -189,12 +210,11 @@ inline void activate_registers(const TaylorDirs& dirs, const SigmaRegs<T, S, C>&
 //   G̈H_q = σ1 G̈_q
 // (GH first and G̈H last: each reads stream gradients before they are overwritten.)
 template <class T, class S, int C>
-inline void backward_registers(const TaylorDirs& dirs, const SigmaRegs<T, S, C>& sg, T* g, Index g_stride,
-                               const T* h, Index h_stride, Index i) {
+inline void backward_registers(const TaylorDirs& dirs, Index k1, Index k2, const SigmaRegs<T, S, C>& sg, T* g,
+                               Index g_stride, const T* h, Index h_stride, Index i) {
     using R = block::Reg<T>;
     using Vec = typename R::Vec;
     constexpr Index L = R::L;
-    const Index k1 = dirs.k1(), k2 = dirs.k2();
     auto Hd = [&](Index a) { return h + a * h_stride + i; };               // Ḣ_a
     auto Hq = [&](Index qq) { return h + (k1 + qq) * h_stride + i; };      // Ḧ_q
     auto Gd = [&](Index a) { return g + (1 + a) * g_stride + i; };         // Ġ_a
@@ -252,9 +272,11 @@ inline void activate_streams(Act act, const TaylorDirs& dirs, const T* A, const 
         return;
     }
     with_sigmas<T>(act, [&](auto sig) {
-        by_registers<T>(m, [&](Index i, auto chunk) {
-            const SigmaRegs<T, decltype(sig), decltype(chunk)::value> sg(A, i);
-            activate_registers<T>(dirs, sg, pre, pre_stride, post, post_stride, i);
+        with_counts<decltype(sig)::curved>(dirs, [&](auto k1, auto k2) {
+            by_registers<T, kForwardRun>(m, [&](Index i, auto chunk) {
+                const SigmaRegs<T, decltype(sig), decltype(chunk)::value> sg(A, i);
+                activate_registers<T>(dirs, k1, k2, sg, pre, pre_stride, post, post_stride, i);
+            });
         });
     });
 }
@@ -264,9 +286,11 @@ template <class T>
 inline void backward_streams(Act act, const TaylorDirs& dirs, const T* A, T* g, Index g_stride, const T* h,
                              Index h_stride, Index m) {
     with_sigmas<T>(act, [&](auto sig) {
-        by_registers<T>(m, [&](Index i, auto chunk) {
-            const SigmaRegs<T, decltype(sig), decltype(chunk)::value> sg(A, i);
-            backward_registers<T>(dirs, sg, g, g_stride, h, h_stride, i);
+        with_counts<decltype(sig)::curved>(dirs, [&](auto k1, auto k2) {
+            by_registers<T, kBackwardRun>(m, [&](Index i, auto chunk) {
+                const SigmaRegs<T, decltype(sig), decltype(chunk)::value> sg(A, i);
+                backward_registers<T>(dirs, k1, k2, sg, g, g_stride, h, h_stride, i);
+            });
         });
     });
 }
