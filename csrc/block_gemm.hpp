@@ -162,16 +162,17 @@ inline void in_register(V& v) {
 }
 
 // acc[k][j] (L lanes at acc + (k * q + j) * L), k < MK, j < MJ, += Σ_s Σ_v B_s[k][v] ⊙ G_s[j][v]
-// over the `streams` pairs (B_s, G_s) and the c / L registers of their rows.
+// over the `streams` pairs (B_s, G_s) and the c / L registers of their rows; `fresh`: acc holds
+// nothing yet, the sums start from zero (what a zero-filled acc would give, without filling it).
 template <class T, int MK, int MJ>
 __attribute__((noinline)) void nt_tile(const T* const* B, Index ldb, const T* const* G, Index ldg, int streams,
-                                       Index c, T* acc, Index q) {
+                                       Index c, T* acc, Index q, bool fresh) {
     using R = Reg<T>;
     using Vec = typename R::Vec;
     constexpr Index L = R::L;
     Vec s[MK][MJ];
     _Pragma("GCC unroll 16") for (int i = 0; i < MK; ++i)
-        _Pragma("GCC unroll 16") for (int j = 0; j < MJ; ++j) s[i][j] = R::load(acc + (i * q + j) * L);
+        _Pragma("GCC unroll 16") for (int j = 0; j < MJ; ++j) s[i][j] = fresh ? Vec{} : R::load(acc + (i * q + j) * L);
     for (int st = 0; st < streams; ++st)
         for (Index v = 0; v < c; v += L) {
             Vec b[MK], g[MJ];
@@ -192,23 +193,23 @@ __attribute__((noinline)) void nt_tile(const T* const* B, Index ldb, const T* co
 
 template <class T, int MK>
 inline void nt_tile_cols(int mj, const T* const* B, Index ldb, const T* const* G, Index ldg, int streams, Index c,
-                         T* acc, Index q) {
+                         T* acc, Index q, bool fresh) {
     static_assert(kNtCols == 5, "one case per column count");
     switch (mj) {
-        case 1: return nt_tile<T, MK, 1>(B, ldb, G, ldg, streams, c, acc, q);
-        case 2: return nt_tile<T, MK, 2>(B, ldb, G, ldg, streams, c, acc, q);
-        case 3: return nt_tile<T, MK, 3>(B, ldb, G, ldg, streams, c, acc, q);
-        case 4: return nt_tile<T, MK, 4>(B, ldb, G, ldg, streams, c, acc, q);
-        default: return nt_tile<T, MK, 5>(B, ldb, G, ldg, streams, c, acc, q);
+        case 1: return nt_tile<T, MK, 1>(B, ldb, G, ldg, streams, c, acc, q, fresh);
+        case 2: return nt_tile<T, MK, 2>(B, ldb, G, ldg, streams, c, acc, q, fresh);
+        case 3: return nt_tile<T, MK, 3>(B, ldb, G, ldg, streams, c, acc, q, fresh);
+        case 4: return nt_tile<T, MK, 4>(B, ldb, G, ldg, streams, c, acc, q, fresh);
+        default: return nt_tile<T, MK, 5>(B, ldb, G, ldg, streams, c, acc, q, fresh);
     }
 }
 
 // acc (p x q weights, L lanes each) += Σ_s B_s G_sᵀ lane by lane: B_s p x c (row stride ldb),
 // G_s q x c (row stride ldg), s < streams, c a multiple of L. The streams are taken 16 at a time
-// (in order: the same sums as one at a time).
+// (in order: the same sums as one at a time). fresh: acc = instead of += (acc is not read).
 template <class T>
 inline void nt(const T* const* B, Index ldb, const T* const* G, Index ldg, int streams, T* acc, Index p, Index q,
-               Index c) {
+               Index c, bool fresh = false) {
     static_assert(kNtRows == 4, "one case per row count");
     constexpr Index L = Reg<T>::L;
     constexpr int kChunk = 16;
@@ -224,22 +225,23 @@ inline void nt(const T* const* B, Index ldb, const T* const* G, Index ldg, int s
                 for (int st = 0; st < count; ++st) Gj[st] = G[s0 + st] + j * ldg;
                 T* a = acc + (k * q + j) * L;
                 switch (mk) {
-                    case 1: nt_tile_cols<T, 1>(mj, Bk, ldb, Gj, ldg, count, c, a, q); break;
-                    case 2: nt_tile_cols<T, 2>(mj, Bk, ldb, Gj, ldg, count, c, a, q); break;
-                    case 3: nt_tile_cols<T, 3>(mj, Bk, ldb, Gj, ldg, count, c, a, q); break;
-                    default: nt_tile_cols<T, 4>(mj, Bk, ldb, Gj, ldg, count, c, a, q); break;
+                    case 1: nt_tile_cols<T, 1>(mj, Bk, ldb, Gj, ldg, count, c, a, q, fresh && s0 == 0); break;
+                    case 2: nt_tile_cols<T, 2>(mj, Bk, ldb, Gj, ldg, count, c, a, q, fresh && s0 == 0); break;
+                    case 3: nt_tile_cols<T, 3>(mj, Bk, ldb, Gj, ldg, count, c, a, q, fresh && s0 == 0); break;
+                    default: nt_tile_cols<T, 4>(mj, Bk, ldb, Gj, ldg, count, c, a, q, fresh && s0 == 0); break;
                 }
             }
         }
     }
 }
 
-// acc[j] (L lanes at acc + j * L) += Σ_v G[j][v], j < q: the bias gradient, lane by lane.
+// acc[j] (L lanes at acc + j * L) += Σ_v G[j][v], j < q: the bias gradient, lane by lane (fresh:
+// = instead of +=, as nt).
 template <class T>
-inline void lane_rowsum(const T* G, Index ldg, T* acc, Index q, Index c) {
+inline void lane_rowsum(const T* G, Index ldg, T* acc, Index q, Index c, bool fresh = false) {
     using R = Reg<T>;
     for (Index j = 0; j < q; ++j) {
-        typename R::Vec s = R::load(acc + j * R::L);
+        typename R::Vec s = fresh ? typename R::Vec{} : R::load(acc + j * R::L);
         for (Index v = 0; v < c; v += R::L) s += R::load(G + j * ldg + v);
         R::store(acc + j * R::L, s);
     }

@@ -556,7 +556,7 @@ inline void taylor_backward(const std::vector<TaylorLayer<T>>& layers, const Tay
         ws.input.resize(s * d * R), ws.g.resize(s * widest * R), ws.g_prev.resize(s * widest * R);
         ws.post.resize(k * widest * R), ws.below.resize(s * widest * R), ws.here.resize(s * widest * R);
         ws.h.resize(k * widest * R), ws.in.resize(s), ws.gs.resize(s);
-        ws.sums.assign(weights * lanes, T(0));
+        ws.sums.resize(weights * lanes);  // the group's first block starts the sums (fresh)
         const Index first_block = blocks * grp / groups, last_block = blocks * (grp + 1) / groups;
         for (Index blk = first_block; blk < last_block; ++blk) {
             const Index r0 = blk * R, rows = std::min(R, n - r0), ld = (rows + lanes - 1) / lanes * lanes;
@@ -605,8 +605,10 @@ inline void taylor_backward(const std::vector<TaylorLayer<T>>& layers, const Tay
                 backward_streams<T>(L.act, dirs, A, g, m, h, m, m);
                 // dW += Σ_j S_j G_jᵀ, db += 1ᵀ GH, lane by lane
                 for (Index j = 0; j < s; ++j) ws.gs[j] = g + j * m;
-                block::nt<T>(ws.in.data(), ld, ws.gs.data(), ld, int(s), ws.sums.data() + offW[l] * lanes, p, q, ld);
-                block::lane_rowsum<T>(g, ld, ws.sums.data() + offb[l] * lanes, q, ld);
+                const bool fresh = blk == first_block;
+                block::nt<T>(ws.in.data(), ld, ws.gs.data(), ld, int(s), ws.sums.data() + offW[l] * lanes, p, q, ld,
+                             fresh);
+                block::lane_rowsum<T>(g, ld, ws.sums.data() + offb[l] * lanes, q, ld, fresh);
                 if (l > 0) {  // [G_A; Ġ; G̈] for the layer below: W G_j
                     ReadAhead ahead;  // the block the next layer down reads first
                     if (l >= 2 && rows == ld) {
