@@ -212,6 +212,16 @@ def test_an_input_that_does_not_exist():
                           net.layer_activations, (3,))
 
 
+@pytest.mark.parametrize("backend", ["numpy", "cpu"])
+def test_inputs_without_rows_are_refused(backend):
+    """An empty batch is refused before any kernel runs, as an array or as a Tensor."""
+    net = make_net("tanh", backend=backend)
+    with pytest.raises(ValueError, match="empty batch"):
+        net.derivatives(np.empty((0, 2)), first=(0,))
+    with pytest.raises(ValueError, match=r"X has no rows \(shape \(0, 2\)\)"):
+        net.derivatives(bp.Tensor(np.empty((0, 2)), backend=backend), first=(0,))
+
+
 @pytest.mark.parametrize("activation", ["relu", "leaky_relu"])
 def test_second_derivatives_through_relu_are_refused(activation):
     net, X = make_net(activation), inputs()
