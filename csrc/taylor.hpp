@@ -495,8 +495,11 @@ inline void taylor_forward(const std::vector<TaylorLayer<T>>& layers, const Tayl
             // A = act(H), then the results in place (the last layer), or Ȧ, Ä for the next
             // layer's product (Ḣ, Ḧ stay saved)
             T* post = ws.post[l % 2].data();
-            activation_forward<T>(L.act, out, out, m);
-            activate_streams<T>(L.act, dirs, out, out + m, m, last ? out + m : post, m, m);
+            for (Index r = 0; r < q; ++r) {  // row by row: each row of A is in L1 for the streams' pass
+                T* h = out + r * ld;
+                activation_forward<T>(L.act, h, h, ld);
+                activate_streams<T>(L.act, dirs, h, h + m, m, (last ? out + m : post) + r * ld, m, ld);
+            }
             if (last) {  // row-major into S[L]
                 for (Index j = 0; j < s; ++j) scatter<T>(out + j * m, q, rows, ld, S[l + 1] + j * n * q + r0 * q);
             } else {
