@@ -38,8 +38,10 @@ single-process fit (which computes dW = AᵀG over the whole batch in one produc
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import threading
+import time
 import traceback
 
 import numpy as np
@@ -78,21 +80,35 @@ def _error_record(exc):
     return f"{type(exc).__name__}: {exc}"
 
 
+# The launcher forwards each rank's output through a pipe. MPI_Abort makes it kill every rank, and
+# what is still in a pipe then is lost: the message goes out, and is given this long to be read,
+# before the abort.
+ABORT_FORWARD_SECONDS = 1.0
+# mpich's MPI_Abort returns once it has asked the launcher to end the job. The rank then waits to
+# be killed rather than run on (an exit of its own can race the launcher's kill); if nothing ends
+# it by then, it exits.
+ABORT_WAIT_SECONDS = 30.0
+
+
 def abort(comm, exc, where="fit"):
-    """Prints the exception with the rank and ends every rank (MPI_Abort)."""
+    """Prints the exception with the rank and ends every rank (MPI_Abort); never returns."""
     rank = comm.Get_rank()
     sys.stdout.flush()
     sys.stderr.write(f"backprop: rank {rank} of {comm.Get_size()} failed in distributed {where}; "
                      f"aborting every rank:\n")
     traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
     sys.stderr.flush()
+    time.sleep(ABORT_FORWARD_SECONDS)
     comm.Abort(1)
+    time.sleep(ABORT_WAIT_SECONDS)
+    os._exit(1)
 
 
 @contextlib.contextmanager
 def abort_on_error(comm, where="training"):
     """Any exception inside the block (other than one every rank raises together) ends every
-    rank with the error printed, instead of leaving the others waiting in a collective."""
+    rank with the error printed, instead of leaving the others waiting in a collective. With one
+    rank the exception is raised as usual."""
     try:
         yield
     except (DistributedError,):
@@ -101,14 +117,15 @@ def abort_on_error(comm, where="training"):
         from .train import NonFiniteLossError
         if isinstance(exc, NonFiniteLossError):  # decided on reduced values: every rank raises it
             raise
+        if comm.Get_size() == 1:  # no other rank waits: the exception itself
+            raise
         abort(comm, exc, where)
-        raise
 
 
 def guard_fit(fit):
     """Wraps ``fit``: with ``comm``, an exception raised before the ranks agreed on their input is
     sent to every rank in the agreement (so all raise it together), one raised after it aborts
-    every rank (MPI_Abort) with the traceback printed."""
+    every rank (MPI_Abort) with the traceback printed (with one rank, it is raised as usual)."""
     import functools
 
     @functools.wraps(fit)
@@ -129,10 +146,9 @@ def guard_fit(fit):
                     pass
                 raise
             from .train import NonFiniteLossError
-            if isinstance(exc, (DistributedError, NonFiniteLossError)):
-                raise
+            if isinstance(exc, (DistributedError, NonFiniteLossError)) or comm.Get_size() == 1:
+                raise  # every rank raises it together, or no other rank waits
             abort(comm, exc, "fit")
-            raise
         finally:
             _stage.agreed = previous
     return wrapper

@@ -120,3 +120,27 @@ def test_estimator_progress_is_printed_by_rank_0_only(capsys):
         warnings.simplefilter("ignore")
         est.fit(X, y)
     assert "Iteration 1, loss" in capsys.readouterr().out
+
+
+def test_one_rank_raises_the_error_instead_of_aborting():
+    """With a communicator of one rank no other rank waits in a collective: an error after the
+    ranks' agreement is raised as usual (the communicator's Abort is never called)."""
+    import backprop as bp
+    from backprop.distributed import abort_on_error
+
+    class OneRank(LocalComm):
+        def Abort(self, code):  # would end the test process
+            raise AssertionError("Abort called with one rank")
+
+    def schedule(epoch):
+        if epoch == 1:
+            raise RuntimeError("fails on purpose in epoch 1")
+        return 1e-2
+
+    net = bp.MLP([3, 4, 2], dtype="float64", seed=0)
+    X, Y = np.zeros((8, 3)), np.zeros((8, 2))
+    with pytest.raises(RuntimeError, match="fails on purpose in epoch 1"):
+        fit(net, X, Y, epochs=3, comm=OneRank(), lr_schedule=schedule)
+    with pytest.raises(KeyError, match="inside the block"):
+        with abort_on_error(OneRank()):
+            raise KeyError("inside the block")
