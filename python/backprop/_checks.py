@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .backends.base import ACTIVATIONS, LOSSES
+from .backends.names import ACTIVATIONS, LOSSES
 
 DTYPES = ("float32", "float64")
 

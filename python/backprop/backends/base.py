@@ -58,10 +58,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .checks import KernelArgs
-
-ACTIVATIONS = ("tanh", "sigmoid", "relu", "leaky_relu", "identity")
-LOSSES = ("sse", "mse", "cross_entropy", "bce")
-LEAKY_SLOPE = 0.01
+from .names import ACTIVATIONS, LEAKY_SLOPE, LOSSES  # noqa: F401  (re-exported)
 
 # The kernel vocabulary, in the order base.py defines it. Tests walk this list. A backend implements
 # the memory kernels as named and each compute kernel as ``_<name>`` (see COMPUTE_KERNELS).

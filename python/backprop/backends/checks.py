@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from . import base  # the names ACTIVATIONS and LOSSES (read at call time: base imports this module)
+from .names import ACTIVATIONS, LOSSES
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -107,14 +107,14 @@ class KernelArgs:
     def activation(self, name, allow_none=False):
         if name is None and allow_none:
             return None
-        if not isinstance(name, str) or name not in base.ACTIVATIONS:
+        if not isinstance(name, str) or name not in ACTIVATIONS:
             self.fail(ValueError, f"unknown activation {name!r}; valid activations: "
-                                  f"{', '.join(base.ACTIVATIONS)}" + (" or None" if allow_none else ""))
+                                  f"{', '.join(ACTIVATIONS)}" + (" or None" if allow_none else ""))
         return name
 
     def loss(self, name):
-        if not isinstance(name, str) or name not in base.LOSSES:
-            self.fail(ValueError, f"unknown loss {name!r}; valid losses: {', '.join(base.LOSSES)}")
+        if not isinstance(name, str) or name not in LOSSES:
+            self.fail(ValueError, f"unknown loss {name!r}; valid losses: {', '.join(LOSSES)}")
         return name
 
 
