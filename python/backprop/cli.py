@@ -11,14 +11,9 @@ import shlex
 import signal
 import sys
 
-from . import bench, demo
+from . import __version__, bench, bench_distributed, bench_pinn, cli_data, demo, pinn
 from .backends import BACKENDS, why_unavailable
-
-EXIT_USAGE = 2  # argparse's exit status for a command-line error
-
-
-class UsageError(Exception):
-    """A user error on the command line: reported as one line, exit status 2, no traceback."""
+from .cli_common import EXIT_USAGE, UsageError, check_writable, pick_backend
 
 
 def _names(text, valid, what, plural):
@@ -31,20 +26,8 @@ def _names(text, valid, what, plural):
     return names
 
 
-def _check_writable(path, option):
-    """Raises UsageError unless a file can be written at ``path`` (checked before the work)."""
-    if os.path.isdir(path):
-        raise UsageError(f"{option} {path}: is a directory")
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise UsageError(f"{option} {path}: no such directory {folder}")
-    if not os.access(folder, os.W_OK | os.X_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
-        raise UsageError(f"{option} {path}: permission denied")
-
-
 def cmd_bench(args):
     if args.distributed:  # under mpiexec: data-parallel steps (backprop.bench_distributed)
-        from . import bench_distributed
         configs = _names(args.configs if args.configs != ",".join(bench.CONFIGS) else "mnist,wide",
                          tuple(bench.CONFIGS), "configuration", "configurations")
         backend = (args.backends or "cpu").split(",")[0]
@@ -60,7 +43,7 @@ def cmd_bench(args):
     if args.peak is not None and not (math.isfinite(args.peak) and args.peak > 0):
         raise UsageError(f"--peak must be a finite number of GFLOP/s > 0; got {args.peak}")
     if args.json:
-        _check_writable(args.json, "--json")  # before the benchmark runs, not after
+        check_writable(args.json, "--json")  # before the benchmark runs, not after
     result = bench.run(configs=configs, backends=backends, dtype=args.dtype, repeat=args.repeat,
                        torch=args.torch, quick=args.quick, peak_gflops=args.peak)
     result["command"] = "backprop " + " ".join(shlex.quote(a) for a in args.argv)
@@ -84,11 +67,10 @@ def _write_json(result, path):
 
 
 def _bench_pinn(args):
-    from . import bench_pinn
     if args.repeat < 1:
         raise UsageError(f"--repeat must be >= 1; got {args.repeat}")
     if args.json:
-        _check_writable(args.json, "--json")
+        check_writable(args.json, "--json")
     collocation = (1000, 200) if args.quick else (10000, 1000)
     repeat = min(args.repeat, 3) if args.quick else args.repeat
     result = bench_pinn.run(collocation=collocation, repeat=repeat,
@@ -103,29 +85,18 @@ def _bench_pinn(args):
     return 0
 
 
-def _demo_backend(name):
-    if name == "auto":
-        return "cpu" if why_unavailable("cpu") is None else "numpy"
-    if name not in BACKENDS:
-        raise UsageError(f"unknown backend {name!r}; valid: auto, {', '.join(BACKENDS)}")
-    reason = why_unavailable(name)
-    if reason is not None:
-        raise UsageError(f"backend {name!r} is unavailable here: {reason}")
-    return name
-
-
 def cmd_demo(args):
     if args.steps < 1:
         raise UsageError(f"--steps must be >= 1; got {args.steps}")
     if args.seed < 0:
         raise UsageError(f"--seed must be >= 0; got {args.seed}")
-    backend = _demo_backend(args.backend)
+    backend = pick_backend(args.backend)
     if args.plot:  # before training, not after
         try:
             demo.require_matplotlib()
         except RuntimeError as exc:
             raise UsageError(f"--plot: {exc}") from None
-        _check_writable(args.plot, "--plot")
+        check_writable(args.plot, "--plot")
     print(f"fitting x sin(4πx) with [1]+[10]*10+[1] tanh on backend {backend!r}: "
           f"{4 * args.steps} full-batch Adam steps (rates 1e-3, 1e-4, 1e-5, 1e-6)")
     result = demo.run(backend=backend, steps=args.steps, seed=args.seed, verbose=args.progress)
@@ -141,7 +112,6 @@ def cmd_demo(args):
 
 
 def cmd_pinn(args):
-    from . import pinn
     for option in ("adam_steps", "lbfgs_iters"):
         value = getattr(args, option)
         if value is not None and value < 0:
@@ -154,7 +124,7 @@ def cmd_pinn(args):
         backend, why = pinn.default_backend()
         print(f"backend {backend!r} (auto): {why}")
     else:
-        backend = _demo_backend(args.backend)
+        backend = pick_backend(args.backend)
         why = pinn.lacks_taylor(backend)
         if why is not None:
             raise UsageError(f"--backend {backend}: {why}")
@@ -167,7 +137,6 @@ def cmd_pinn(args):
 def cmd_info(args):
     import numpy
 
-    from . import __version__
     print(f"backprop {__version__}, numpy {numpy.__version__}")
     for name in BACKENDS:
         reason = why_unavailable(name)
@@ -176,7 +145,6 @@ def cmd_info(args):
 
 
 def build_parser():
-    from . import __version__, cli_data
     parser = argparse.ArgumentParser(prog="backprop", description=__doc__)
     parser.add_argument("--version", action="version", version=f"backprop {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -14,15 +14,16 @@ from __future__ import annotations
 import csv
 import math
 import os
+import sys
 
 import numpy as np
 
+from . import demo
+from .backends import ACTIVATIONS
+from .cli_common import UsageError, check_writable, pick_backend
+from .model import MLP
+
 LOSSES = ("mse", "sse", "cross_entropy")
-
-
-def _usage(message):
-    from .cli import UsageError
-    return UsageError(message)
 
 
 def _number(text):
@@ -38,32 +39,32 @@ def read_csv(path):
     try:
         f = open(path, newline="", encoding="utf-8-sig")
     except FileNotFoundError:
-        raise _usage(f"{path}: no such file") from None
+        raise UsageError(f"{path}: no such file") from None
     except IsADirectoryError:
-        raise _usage(f"{path}: is a directory") from None
+        raise UsageError(f"{path}: is a directory") from None
     except OSError as exc:
-        raise _usage(f"{path}: {exc.strerror or exc}") from None
+        raise UsageError(f"{path}: {exc.strerror or exc}") from None
     with f:
         try:
             rows = list(csv.reader(f))
         except (csv.Error, UnicodeDecodeError) as exc:
-            raise _usage(f"{path}: not a readable CSV file ({exc})") from None
+            raise UsageError(f"{path}: not a readable CSV file ({exc})") from None
     if not rows or not any(cell.strip() for cell in rows[0]):
-        raise _usage(f"{path} is empty: expected a header row and data rows")
+        raise UsageError(f"{path} is empty: expected a header row and data rows")
     header = [name.strip() for name in rows[0]]
     if len(set(header)) != len(header):
         dup = sorted({h for h in header if header.count(h) > 1})
-        raise _usage(f"{path}: the header names column(s) {', '.join(map(repr, dup))} twice")
+        raise UsageError(f"{path}: the header names column(s) {', '.join(map(repr, dup))} twice")
     data = []
     for line, row in enumerate(rows[1:], start=2):
         if not row or (len(row) == 1 and not row[0].strip()):
             continue  # blank line
         if len(row) != len(header):
-            raise _usage(f"{path} line {line} has {len(row)} cells; the header has "
-                         f"{len(header)} columns")
+            raise UsageError(f"{path} line {line} has {len(row)} cells; the header has "
+                             f"{len(header)} columns")
         data.append((line, row))
     if not data:
-        raise _usage(f"{path} has a header but no data rows")
+        raise UsageError(f"{path} has a header but no data rows")
     return header, data
 
 
@@ -75,8 +76,8 @@ def numeric_columns(path, header, data, columns):
         for j, k in enumerate(index):
             value = _number(row[k])
             if value is None:
-                raise _usage(f"{path} line {line}, column {header[k]!r}: {row[k]!r} is not a "
-                             "finite number")
+                raise UsageError(f"{path} line {line}, column {header[k]!r}: {row[k]!r} is not a "
+                                 "finite number")
             out[i, j] = value
     return out
 
@@ -84,7 +85,8 @@ def numeric_columns(path, header, data, columns):
 def _columns(path, header, names, what):
     for name in names:
         if name not in header:
-            raise _usage(f"{path}: unknown {what} column {name!r}; columns: {', '.join(header)}")
+            raise UsageError(f"{path}: unknown {what} column {name!r}; "
+                             f"columns: {', '.join(header)}")
     return names
 
 
@@ -92,36 +94,34 @@ def _layers(text):
     try:
         widths = [int(w) for w in text.split(",") if w.strip()]
     except ValueError:
-        raise _usage(f"--layers must be comma-separated positive integers; got {text!r}") from None
+        raise UsageError(f"--layers must be comma-separated positive integers; "
+                         f"got {text!r}") from None
     if any(w < 1 for w in widths):
-        raise _usage(f"--layers must be comma-separated positive integers; got {text!r}")
+        raise UsageError(f"--layers must be comma-separated positive integers; got {text!r}")
     return widths
 
 
 def cmd_train(args):
-    from . import MLP
-    from .cli import _check_writable, _demo_backend
-    from .backends.base import ACTIVATIONS
     if args.epochs < 0:
-        raise _usage(f"--epochs must be >= 0; got {args.epochs}")
+        raise UsageError(f"--epochs must be >= 0; got {args.epochs}")
     if args.batch_size is not None and args.batch_size < 1:
-        raise _usage(f"--batch-size must be >= 1; got {args.batch_size}")
+        raise UsageError(f"--batch-size must be >= 1; got {args.batch_size}")
     if not 0 <= args.val_fraction < 1:
-        raise _usage(f"--val-fraction must lie in [0, 1); got {args.val_fraction}")
+        raise UsageError(f"--val-fraction must lie in [0, 1); got {args.val_fraction}")
     if not (args.lr > 0 and math.isfinite(args.lr)):
-        raise _usage(f"--lr must be a finite number > 0; got {args.lr}")
+        raise UsageError(f"--lr must be a finite number > 0; got {args.lr}")
     if args.activation not in ACTIVATIONS:
-        raise _usage(f"unknown activation {args.activation!r}; valid: {', '.join(ACTIVATIONS)}")
+        raise UsageError(f"unknown activation {args.activation!r}; "
+                         f"valid: {', '.join(ACTIVATIONS)}")
     hidden = _layers(args.layers)
-    backend = _demo_backend(args.backend)
-    _check_writable(args.out, "--out")
+    backend = pick_backend(args.backend)
+    check_writable(args.out, "--out")
     if args.plot:
-        from . import demo
         try:
             demo.require_matplotlib()
         except RuntimeError as exc:
-            raise _usage(f"--plot: {exc}") from None
-        _check_writable(args.plot, "--plot")
+            raise UsageError(f"--plot: {exc}") from None
+        check_writable(args.plot, "--plot")
 
     header, data = read_csv(args.data)
     targets = _columns(args.data, header, args.target, "target")
@@ -131,7 +131,7 @@ def cmd_train(args):
     else:
         features = [c for c in header if c not in targets]
     if not features:
-        raise _usage(f"{args.data}: no feature columns left besides the target(s)")
+        raise UsageError(f"{args.data}: no feature columns left besides the target(s)")
     X = numeric_columns(args.data, header, data, features)
     t_index = [header.index(c) for c in targets]
     numeric = all(_number(row[k]) is not None for _, row in data for k in t_index)
@@ -139,20 +139,20 @@ def cmd_train(args):
     metadata = {"features": features, "targets": targets}
     if classify:
         if len(targets) != 1:
-            raise _usage("a classification target is one column; got "
-                         f"{len(targets)}: {', '.join(targets)}")
+            raise UsageError("a classification target is one column; got "
+                             f"{len(targets)}: {', '.join(targets)}")
         labels = [row[t_index[0]].strip() for _, row in data]
         classes = sorted(set(labels))
         if len(classes) < 2:
-            raise _usage(f"{args.data}: target column {targets[0]!r} has one class only "
-                         f"({classes[0]!r}); a classifier needs two or more")
+            raise UsageError(f"{args.data}: target column {targets[0]!r} has one class only "
+                             f"({classes[0]!r}); a classifier needs two or more")
         lookup = {c: i for i, c in enumerate(classes)}
         Y = np.array([lookup[v] for v in labels], dtype=np.int64)
         loss, outputs = "cross_entropy", len(classes)
         metadata.update(task="classification", classes=classes)
     else:
         if args.loss not in (None, "mse", "sse"):
-            raise _usage(f"--loss {args.loss} needs a classification target")
+            raise UsageError(f"--loss {args.loss} needs a classification target")
         Y = numeric_columns(args.data, header, data, targets)
         loss, outputs = args.loss or "mse", len(targets)
         metadata.update(task="regression")
@@ -161,8 +161,8 @@ def cmd_train(args):
     n = X.shape[0]
     n_val = int(round(args.val_fraction * n))
     if args.val_fraction > 0 and (n_val < 1 or n_val >= n):
-        raise _usage(f"--val-fraction {args.val_fraction} leaves no training or no validation "
-                     f"rows out of {n}")
+        raise UsageError(f"--val-fraction {args.val_fraction} leaves no training or no validation "
+                         f"rows out of {n}")
     order = rng.permutation(n)
     val, train = order[:n_val], order[n_val:]
     net = MLP([X.shape[1], *hidden, outputs], activation=args.activation, backend=backend,
@@ -200,24 +200,21 @@ def cmd_train(args):
         try:
             fig.savefig(args.plot)
         except OSError as exc:
-            raise _usage(f"--plot {args.plot}: {exc.strerror or exc}") from None
+            raise UsageError(f"--plot {args.plot}: {exc.strerror or exc}") from None
         print(f"wrote {args.plot}")
     return 0
 
 
 def cmd_predict(args):
-    import sys
-
-    from . import MLP
     if not os.path.exists(args.model):
-        raise _usage(f"{args.model}: no such file")
+        raise UsageError(f"{args.model}: no such file")
     try:
         net = MLP.load(args.model)
     except ValueError as exc:
-        raise _usage(str(exc)) from None
+        raise UsageError(str(exc)) from None
     metadata = getattr(net, "metadata", None)
     if not metadata or "features" not in metadata:
-        raise _usage(f"{args.model} was not written by `backprop train` (no column names)")
+        raise UsageError(f"{args.model} was not written by `backprop train` (no column names)")
     header, data = read_csv(args.data)
     features = _columns(args.data, header, metadata["features"], "feature")
     X = numeric_columns(args.data, header, data, features)
@@ -235,7 +232,7 @@ def cmd_predict(args):
             writer.writerows([[classes[i]] for i in P.argmax(axis=1)])
     else:
         if args.proba:
-            raise _usage("--proba needs a classification model")
+            raise UsageError("--proba needs a classification model")
         writer.writerow(metadata["targets"])
         writer.writerows([[repr(float(v)) for v in row] for row in F])
     return 0
