@@ -14,27 +14,26 @@ import os
 from .backends import BackendUnavailable, get_backend
 
 
-def _cpu_module():
+def _cpu_backend():
+    """The cpu backend (found by name in the registry), or None where it cannot run."""
     try:
-        get_backend("cpu")
+        return get_backend("cpu")
     except BackendUnavailable:
         return None
-    from .backends import cpu_backend
-    return cpu_backend
 
 
 def set_num_threads(n):
     """Use ``n`` threads (>= 1) for the cpu backend's products."""
     if isinstance(n, bool) or int(n) != n or n < 1:
         raise ValueError(f"the number of threads must be an integer >= 1; got {n!r}")
-    cpu = _cpu_module()
+    cpu = _cpu_backend()
     if cpu is not None:
         cpu.set_num_threads(int(n))
 
 
 def get_num_threads():
     """The cpu backend's thread count (the core count when the backend is not built)."""
-    cpu = _cpu_module()
+    cpu = _cpu_backend()
     if cpu is None:
         return os.cpu_count() or 1
     return cpu.get_num_threads()

@@ -334,6 +334,17 @@ def test_fused_adam_step_count_and_lr_schedule_follow_the_optimizer():
     assert_same_bits(results[0], results[1], "adam with schedule")
 
 
+def test_make_trainer_knows_the_optimizer_by_its_name():
+    """GD, SGD and Adam run fused; AdamW (an Adam whose decay runs outside the Adam kernel) and
+    any other optimizer are refused before anything is built."""
+    net = bp.MLP([3, 5, 2], backend="cpu", seed=0)
+    with pytest.raises(ValueError, match="not AdamW"):
+        net.backend.make_trainer(net, "mse", bp.optim.AdamW(), None)
+    with pytest.raises(ValueError, match="not object"):
+        net.backend.make_trainer(net, "mse", object(), None)
+    assert not bp.Trainer(net, "mse", bp.optim.AdamW()).fused
+
+
 # ---- Ctrl-C during a native epoch ----------------------------------------------------------------
 
 INTERRUPTED_EPOCH = textwrap.dedent("""

@@ -117,6 +117,14 @@ class CpuBackend(HostMemory, Backend):
 
     name = "cpu"
 
+    # ---- threads (backprop.set_num_threads finds them through the registry) ------------
+
+    def set_num_threads(self, n):
+        set_num_threads(n)
+
+    def get_num_threads(self):
+        return get_num_threads()
+
     # ---- the matrix product -----------------------------------------------------------
 
     def _gemm(self, A, B, out, trans_a, trans_b, alpha, beta):
@@ -185,13 +193,17 @@ class CpuBackend(HostMemory, Backend):
         loss (data loss + penalty); ``epoch(X, Y, batch_size, order, lr, t)`` runs a whole epoch of
         minibatches and returns their losses. The same kernels, in the same order, as the kernel
         path (``train.gradient_kernels`` then ``OptimizerState.apply``); the step count stays with
-        the caller. Hyper-parameters other than lr are read when the trainer is made.
+        the caller. Hyper-parameters other than lr are read when the trainer is made. The
+        optimizer is known by its ``name`` ("gd", "sgd", "adam"); any other (AdamW's decay runs
+        outside the Adam kernel) is a ValueError.
         """
-        from ..optim import Adam
-
+        name = getattr(optimizer, "name", None)
+        if name not in ("gd", "sgd", "adam"):
+            raise ValueError(f"make_trainer: the fused step runs GD, SGD and Adam, not "
+                             f"{type(optimizer).__name__} (name {name!r})")
         slots = state.slots
         state1, state2, kind = [], [], "sgd"
-        if isinstance(optimizer, Adam):
+        if name == "adam":
             kind = "adam"
             state1 = [s["m"] for s in slots]
             state2 = [s["v"] for s in slots]
