@@ -1,7 +1,7 @@
 // common.hpp: shared types of the cpu backend's kernels (row-major Eigen maps, activation and loss ids).
 //
 // Everything here is free of pybind11: the kernels see raw pointers and sizes, which the bindings
-// (bindings.cpp) have checked against the caller's numpy arrays before any kernel runs.
+// (bindings*.cpp) have checked against the caller's numpy arrays before any kernel runs.
 #pragma once
 
 #include <Eigen/Core>

@@ -1,4 +1,4 @@
-"""Type stubs for backprop._cpu, the cpu backend's C++ module (csrc/bindings.cpp).
+"""Type stubs for backprop._cpu, the cpu backend's C++ module (csrc/bindings*.cpp).
 
 Every array argument is a numpy.ndarray of float32 or float64 (all of one dtype), C-contiguous
 and non-empty; outputs are written in place. The aliasing rule: an elementwise kernel
