@@ -57,9 +57,9 @@ def test_huge_declared_layers_fail_before_any_allocation(tmp_path):
 
 
 def test_arrays_beyond_the_bound_are_refused_unread(tmp_path, monkeypatch):
-    import backprop.model as model
+    import backprop.model_file as model_file
     _, _, arrays = saved(tmp_path)
-    monkeypatch.setattr(model, "MAX_ARRAY_ELEMENTS", 5)
+    monkeypatch.setattr(model_file, "MAX_ARRAY_ELEMENTS", 5)
     with pytest.raises(ValueError, match=r"W0 would have shape \(1, 10\), more than 5 entries"):
         bp.MLP.load(write(tmp_path / "m.npz", arrays))
 

@@ -15,6 +15,8 @@ import os
 
 import numpy as np
 
+from .model_file import write_npz_atomically
+
 FORMAT = "backprop-checkpoint"
 VERSION = 1
 
@@ -45,7 +47,6 @@ def save(path, net, trainer, order_rng, epoch, history, best=None, schedule=None
     if net.standardizer is not None:
         arrays["standardizer_mean"] = net.standardizer.mean
         arrays["standardizer_scale"] = net.standardizer.scale
-    from .model import write_npz_atomically
     write_npz_atomically(path, arrays, prefix=".backprop-ckpt-")
 
 

@@ -7,23 +7,19 @@ activation buffers on that backend between calls.
 
 from __future__ import annotations
 
-import json
-import math
 import os
-import tempfile
 import threading
-import zipfile
-import zlib
 from dataclasses import dataclass
 
 import numpy as np
 
-from . import _checks
+from . import _checks, model_file
 from .backends import get_backend
 from .init import init_params
-
-FILE_FORMAT = "backprop.MLP"
-FILE_VERSION = 1
+from .standardize import Standardizer
+from .tensor.dense import forward as tensor_forward
+from .tensor.dense import parameters as tensor_parameters
+from .tensor.derivatives import derivatives as tensor_derivatives
 
 
 @dataclass
@@ -55,24 +51,6 @@ class Workspace:
         if self.D is None:
             self.D = [None] + [backend.empty((self.n, p), dtype) for p in layers[1:-1]]
         return self.D
-
-
-def write_npz_atomically(path, arrays, prefix=".backprop-"):
-    """Writes ``arrays`` to ``path`` (.npz) atomically: a temporary file in the same folder,
-    flushed to disk, then renamed into place; a failure leaves no partial file behind."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 class MLP:
@@ -385,203 +363,58 @@ class MLP:
 
     def __call__(self, X):
         """F = net(X) as a Tensor (X a Tensor or an array): one recorded dense node per layer."""
-        from .tensor.dense import forward
-        return forward(self, X)
+        return tensor_forward(self, X)
 
     def parameters(self):
         """[W_0, b_0, W_1, b_1, ...] as Tensors that share memory with the model."""
-        from .tensor.dense import parameters
-        return parameters(self)
+        return tensor_parameters(self)
 
     def derivatives(self, X, first=(), second=(), names=None):
         """(u, du..., d2u...): the output and its derivatives w.r.t. the inputs, as Tensors
         (``.numpy()`` for arrays). ``first``: inputs (indices or names from ``names``);
         ``second``: pairs of inputs (or strings such as "xt"). See ``bp.tensor.derivatives``."""
-        from .tensor.derivatives import derivatives
-        return derivatives(self, X, first, second, names)
+        return tensor_derivatives(self, X, first, second, names)
 
     # ---- files ------------------------------------------------------------------------
 
     def save(self, path):
-        """Writes the model to ``path`` (.npz) atomically: a temporary file renamed into place.
+        """Writes the model to ``path`` (.npz) atomically: a temporary file renamed into place
+        (the format: ``backprop.model_file``).
 
         After distributed training (fit(..., comm=...)) every rank holds the same parameters:
         save on rank 0 only (``if comm.Get_rank() == 0: net.save(path)``), not on every rank."""
-        header = {"format": FILE_FORMAT, "version": FILE_VERSION, **self.config()}
-        if getattr(self, "metadata", None):  # a JSON-able dict (e.g. the CLI's column names)
-            header["metadata"] = self.metadata
-        arrays = {"header": np.array(json.dumps(header))}
         with self._lock:
             weights, biases, standardizer = self.weights, self.biases, self.standardizer
-        for l, (W, b) in enumerate(zip(weights, biases)):
-            arrays[f"W{l}"], arrays[f"b{l}"] = W, b
-        if standardizer is not None:
-            arrays["standardizer_mean"] = standardizer.mean
-            arrays["standardizer_scale"] = standardizer.scale
-        write_npz_atomically(path, arrays)
+        model_file.write(path, self.config(), weights, biases,
+                         None if standardizer is None else (standardizer.mean, standardizer.scale),
+                         getattr(self, "metadata", None))
 
     @classmethod
     def load(cls, path, backend="numpy", dtype=None):
         """A model read from a file written by ``save``, on ``backend``.
 
-        The file is checked before anything is allocated: the header's layers against the
-        shapes the .npz members declare (read from their .npy headers, not their data), each
-        array against ``MAX_ARRAY_ELEMENTS``; only the members a model file has are read, and
-        any other member is rejected unread.
+        The file is checked before anything is allocated (``backprop.model_file.read``): the
+        header's layers against the shapes the .npz members declare (read from their .npy
+        headers, not their data), each array against ``model_file.MAX_ARRAY_ELEMENTS``; only the
+        members a model file has are read, and any other member is rejected unread.
         """
         path = os.fspath(path)
+        header, weights, biases, standardizer, metadata = model_file.read(path)
         try:
-            f = open(path, "rb")
-        except FileNotFoundError:
-            raise
-        except OSError as exc:
-            raise ValueError(f"{path} is not a backprop model file (not a readable .npz: {exc})") from None
-        with f:
-            if f.read(6) == b"\x93NUMPY":
-                raise ValueError(f"{path} is a .npy file (one array), not a backprop model file "
-                                 "(the .npz that MLP.save writes)")
-            f.seek(0)
-            try:
-                zf = zipfile.ZipFile(f)
-            except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-                raise ValueError(f"{path} is not a backprop model file (not a readable .npz: {exc})") from None
-            with zf:
-                try:
-                    return cls._load_members(path, zf, backend, dtype)
-                except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as exc:
-                    raise ValueError(f"{path} is a damaged backprop model file ({exc})") from None
-
-    @classmethod
-    def _load_members(cls, path, zf, backend, dtype):
-        def damaged(why):
-            return ValueError(f"{path} is a damaged backprop model file ({why})")
-
-        members = {}
-        for info in zf.infolist():
-            members.setdefault(info.filename, info)
-        if "header.npy" not in members:
-            raise ValueError(f"{path} is not a backprop model file (no header)")
-        header = _read_header(path, zf, members["header.npy"])
-        for key in ("layers", "activation", "output_activation", "init", "dtype", "seed"):
-            if key not in header:
-                raise damaged(f"missing {key!r} in the header")
-        try:
-            layers = _checks.check_layers(header.get("layers"))
-        except (TypeError, ValueError) as exc:
-            raise damaged(f"header: {exc}") from None
-        L = len(layers) - 1
-        expected = {f"W{l}": (layers[l], layers[l + 1]) for l in range(L)}
-        expected.update({f"b{l}": (layers[l + 1],) for l in range(L)})
-        for name, shape in expected.items():
-            if math.prod(shape) > MAX_ARRAY_ELEMENTS:
-                raise damaged(f"the header declares layers {layers}: {name} would have shape "
-                              f"{shape}, more than {MAX_ARRAY_ELEMENTS} entries")
-        has_mean = "standardizer_mean.npy" in members
-        has_scale = "standardizer_scale.npy" in members
-        if has_mean != has_scale:
-            raise damaged("standardizer_mean without standardizer_scale" if has_mean else
-                          "standardizer_scale without standardizer_mean")
-        if has_mean:
-            expected["standardizer_mean"] = expected["standardizer_scale"] = (layers[0],)
-        for name in members:
-            if name == "header.npy" or (name.endswith(".npy") and name[:-4] in expected):
-                continue
-            raise damaged(f"unexpected member {name!r}; a model file of {L} layers holds header, "
-                          f"W0..W{L - 1}, b0..b{L - 1} and optionally standardizer_mean and "
-                          "standardizer_scale")
-        for name, shape in expected.items():
-            if name + ".npy" not in members:
-                raise damaged(f"missing {name!r}")
-            found = _npy_shape(zf, members[name + ".npy"], name)
-            if isinstance(found, str):
-                raise damaged(found)
-            if found != shape:
-                raise damaged(f"{name} has shape {found} in the file, but the header's layers "
-                              f"{layers} need {shape}")
-        try:
-            net = cls(layers, activation=header["activation"],
+            net = cls(header["layers"], activation=header["activation"],
                       output_activation=header["output_activation"], init=header["init"],
                       backend=backend, dtype=dtype or header["dtype"], seed=header["seed"])
         except (TypeError, ValueError) as exc:
-            raise damaged(f"header: {exc}") from None
-
-        def read(name):
-            with zf.open(members[name + ".npy"]) as member:
-                return np.lib.format.read_array(member, allow_pickle=False)
+            raise model_file.damaged(path, f"header: {exc}") from None
         try:
-            net.set_params([read(f"W{l}") for l in range(L)], [read(f"b{l}") for l in range(L)])
+            net.set_params(weights, biases)
         except (TypeError, ValueError) as exc:
-            raise damaged(str(exc)) from None
-        if has_mean:
-            from .standardize import Standardizer
+            raise model_file.damaged(path, str(exc)) from None
+        if standardizer is not None:
             try:
-                net.standardizer = Standardizer.from_arrays(read("standardizer_mean"),
-                                                            read("standardizer_scale"))
+                net.standardizer = Standardizer.from_arrays(*standardizer)
             except (TypeError, ValueError) as exc:
-                raise damaged(str(exc)) from None
-        metadata = header.get("metadata")
+                raise model_file.damaged(path, str(exc)) from None
         if metadata is not None:
-            if not isinstance(metadata, dict):
-                raise damaged("header: metadata must be a JSON object")
             net.metadata = metadata
         return net
-
-
-# the largest array ``load`` accepts (entries): 32-bit indexing in the native kernels
-MAX_ARRAY_ELEMENTS = 2**31 - 1
-_HEADER_MAX_BYTES = 1 << 20
-
-
-def _npy_header(zf, info):
-    """(shape, dtype, data offset) from a .npy member's header, without reading its data."""
-    with zf.open(info) as member:
-        version = np.lib.format.read_magic(member)
-        if version == (1, 0):
-            shape, _, dt = np.lib.format.read_array_header_1_0(member)
-        elif version == (2, 0):
-            shape, _, dt = np.lib.format.read_array_header_2_0(member)
-        else:
-            raise ValueError(f"unsupported .npy version {version}")
-        return tuple(int(d) for d in shape), dt, member.tell()
-
-
-def _npy_shape(zf, info, name):
-    """The shape a numeric .npy member declares, read from its header (not its data); a string
-    saying what is wrong when the header is unreadable, the dtype is not numeric, or the
-    member's size does not match the header."""
-    try:
-        shape, dt, offset = _npy_header(zf, info)
-    except ValueError as exc:
-        return f"{name}: unreadable .npy header ({exc})"
-    if dt.hasobject or dt.kind not in "fiu":
-        return f"{name} has dtype {dt}; a model file holds real numbers"
-    if math.prod(shape) * dt.itemsize + offset != info.file_size:
-        return (f"{name}: its .npy header declares {shape} of {dt} but the member holds "
-                f"{info.file_size - offset} bytes of data")
-    return shape
-
-
-def _read_header(path, zf, info):
-    """The JSON header of a model file as a dict, after its format and version are checked."""
-    unreadable = ValueError(f"{path} is not a backprop model file (unreadable header)")
-    if info.file_size > _HEADER_MAX_BYTES:
-        raise unreadable
-    try:
-        shape, dt, _ = _npy_header(zf, info)
-    except ValueError:
-        raise unreadable from None
-    if shape != () or dt.kind != "U":
-        raise unreadable
-    try:
-        with zf.open(info) as member:
-            text = str(np.lib.format.read_array(member, allow_pickle=False))
-        header = json.loads(text)
-    except (ValueError, json.JSONDecodeError):
-        raise ValueError(f"{path} is not a backprop model file (unreadable header)") from None
-    if not isinstance(header, dict) or header.get("format") != FILE_FORMAT:
-        raise ValueError(f"{path} is not a backprop model file (format "
-                         f"{header.get('format') if isinstance(header, dict) else None!r})")
-    if header.get("version") != FILE_VERSION:
-        raise ValueError(f"{path} was written by another version of backprop (file version "
-                         f"{header.get('version')!r}; this version reads {FILE_VERSION})")
-    return header
