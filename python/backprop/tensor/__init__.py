@@ -1,18 +1,23 @@
 """Tensors with .value and .grad on every backend (McAllester's arrays and tensors).
 
 Every array is an object with ``value`` and ``grad`` of the same shape; every operation records
-its backward beside its forward, and ``backward()`` runs them in reverse. The modules, one idea each:
+its backward beside its forward, and ``backward()`` runs them in reverse. The modules, one idea each,
+from the bottom up (each imports only modules above it in this list, at the top of the file):
 
-    core             the Tensor, making tensors inside operations, no_grad
-    autograd         the tape: reverse topological order, freeing the graph, ``grad``
     kernels          the backend kernels the operations call (gemm, dense, activations, losses)
-    ops_elementwise  + − * / ** neg, exp log sin cos sqrt abs, tanh sigmoid relu leaky_relu
+    core             the Tensor, making tensors inside operations, no_grad
+    autograd         the tape: reverse topological order, freeing the graph, ``grad``, Tensor.backward
+    function         user-defined operations: a forward and a backward on arrays
     ops_reduce       sum, mean, broadcast_to, sum_to
+    ops_elementwise  + − * / ** neg, exp log sin cos sqrt abs, tanh sigmoid relu leaky_relu
     ops_shape        reshape, transpose, indexing, concatenate, stack
     ops_linalg       @ (gemm) and einsum
     ops_loss         softmax, log_softmax, sse, mse, cross_entropy, bce
     dense            the dense layer as one node; the MLP as a function of Tensors
     derivatives      an MLP's derivatives w.r.t. its inputs as one node (Taylor-mode kernels)
+
+core's Tensor holds the value and the gradient; the modules above it set the methods that are
+operations (``backward``, ``+``, ``.T``, ``.sum()``, ...) on it when they are imported.
 """
 
 from .autograd import backward, grad

@@ -6,6 +6,8 @@ before its own backward runs, so each leaf's ``grad`` is added to exactly once p
 After the pass the graph is freed (each operation forgets its inputs and saved arrays) unless
 ``retain_graph`` is true; backpropagating through a freed operation again is an error, as in
 PyTorch.
+
+This module also gives the Tensor its ``backward`` method.
 """
 
 from __future__ import annotations
@@ -172,3 +174,24 @@ def grad(outputs, inputs, grad_outputs=None, create_graph=False, retain_graph=No
         else:
             results.append(leaf(g, t.backend))
     return results[0] if single else results
+
+
+# ---- the Tensor's method ---------------------------------------------------------------------
+
+def tensor_backward(self, grad=None, retain_graph=False, create_graph=False):
+    """Backpropagates from this tensor into the ``grad`` of every leaf that requires it.
+
+    ``grad``: dObjective/dself (needed unless self is a scalar; 1 for a scalar). The graph
+    is freed afterwards unless ``retain_graph`` (or ``create_graph``) is true; with
+    ``create_graph`` the backward pass is itself recorded: each leaf's ``grad_tensor`` is its
+    gradient as a Tensor that can be differentiated again (``grad`` holds its value).
+    """
+    run([self], None if grad is None else [grad], retain_graph or create_graph, create_graph)
+
+
+def _install():
+    tensor_backward.__name__, tensor_backward.__qualname__ = "backward", "Tensor.backward"
+    Tensor.backward = tensor_backward
+
+
+_install()

@@ -79,6 +79,13 @@ class Tensor:
     ``Tensor(value, requires_grad=False, backend=None, dtype=None)``: ``backend`` defaults to
     the array's own ("numpy" for numpy arrays and Python numbers, "cuda" for CuPy arrays);
     ``dtype`` defaults to the array's float32/float64 (anything else becomes float64).
+
+    The methods that are operations are defined beside them and set on this class by the
+    modules above this one, so that an import only goes down: ``backward`` by autograd; the
+    operators and ``exp``, ``tanh``, ``astype``, ... by ops_elementwise; ``sum``, ``mean``,
+    ``broadcast_to`` by ops_reduce; ``T``, ``reshape``, ``transpose``, ``flatten``, indexing by
+    ops_shape; ``@`` and ``matmul`` by ops_linalg; ``softmax``, ``log_softmax`` by ops_loss.
+    Importing ``backprop.tensor`` (or any module of it) loads them all.
     """
 
     __slots__ = ("value", "_grad", "requires_grad", "backend", "_op", "_parents", "_saved",
@@ -120,11 +127,6 @@ class Tensor:
         return self.value.size
 
     @property
-    def T(self):
-        from .ops_shape import transpose
-        return transpose(self)
-
-    @property
     def is_leaf(self):
         return self._op is None
 
@@ -144,18 +146,7 @@ class Tensor:
         """The name of the operation that made this tensor (None for a leaf)."""
         return None if self._op is None else self._op.op_name
 
-    # ---- the tape -----------------------------------------------------------------------
-
-    def backward(self, grad=None, retain_graph=False, create_graph=False):
-        """Backpropagates from this tensor into the ``grad`` of every leaf that requires it.
-
-        ``grad``: dObjective/dself (needed unless self is a scalar; 1 for a scalar). The graph
-        is freed afterwards unless ``retain_graph`` (or ``create_graph``) is true; with
-        ``create_graph`` the backward pass is itself recorded: each leaf's ``grad_tensor`` is its
-        gradient as a Tensor that can be differentiated again (``grad`` holds its value).
-        """
-        from .autograd import backward
-        backward([self], None if grad is None else [grad], retain_graph, create_graph)
+    # ---- the gradient ---------------------------------------------------------------------
 
     def zero_grad(self):
         """Forgets the accumulated gradient (``grad`` reads as zeros again)."""

@@ -13,21 +13,7 @@ import numpy as np
 
 from ..backends.base import LEAKY_SLOPE
 from .core import Tensor, backward_of, check_tensor, kernels, pair, result
-from .ops_reduce import sum_to
-
-
-def _sum_to(g, shape, graph):
-    return sum_to(g, shape) if graph else _sum_to_array(g, shape)
-
-
-def _sum_to_array(g, shape):
-    """Σ of g over the axes that broadcasting added or stretched, as an array of ``shape``."""
-    if g.shape == shape:
-        return g
-    lead = g.ndim - len(shape)
-    axes = tuple(range(lead)) + tuple(lead + i for i, s in enumerate(shape)
-                                      if s == 1 and g.shape[lead + i] != 1)
-    return g.sum(axis=axes, keepdims=True).reshape(shape)
+from .ops_reduce import _sum_to
 
 
 def _args(out, graph):

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .core import Tensor, _fail, backward_of, kernels, pair, result
+from .core import Tensor, _fail, as_tensor, backward_of, kernels, pair, result
 from .ops_reduce import broadcast_to
 
 
@@ -89,7 +89,6 @@ def einsum(spec, *tensors):
     first = next((t for t in tensors if isinstance(t, Tensor)), None)
     if first is None:
         raise TypeError("einsum: expected at least one Tensor operand")
-    from .core import as_tensor
     tensors = tuple(as_tensor(t, first, "einsum") for t in tensors)
     sizes = {}
     for term, t in zip(inputs, tensors):

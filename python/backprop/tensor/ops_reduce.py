@@ -3,7 +3,8 @@
     sum over axes:   for i, k:  Y[i] += A[i, k]        backprop:  for i, k:  A.grad[i, k] += Y.grad[i]
 
 The backward of a sum is a broadcast, and the backward of a broadcast is a sum, so under
-create_graph each is written with the other.
+create_graph each is written with the other. ``_sum_to`` is the backward of every broadcasting
+operation (the elementwise ones, index_add): it folds a gradient back onto an operand's shape.
 """
 
 from __future__ import annotations
@@ -79,11 +80,7 @@ def broadcast_to(A, shape):
 
 @backward_of("broadcast_to")
 def _broadcast_backward(out, g, graph):
-    shape = out._parents[0].value.shape
-    if graph:
-        return (sum_to(g, shape),)
-    from .ops_elementwise import _sum_to_array
-    return (_sum_to_array(g, shape),)
+    return (_sum_to(g, out._parents[0].value.shape, graph),)
 
 
 def sum_to(A, shape):
@@ -93,8 +90,23 @@ def sum_to(A, shape):
     shape = tuple(shape)
     if A.value.shape == shape:
         return A
-    from .ops_elementwise import _sum_to_array
     return result(_sum_to_array(A.value, shape), A.backend, (A,), _sum_to_backward)
+
+
+def _sum_to(g, shape, graph):
+    """The gradient ``g`` of a broadcast result folded onto the operand's ``shape``: a Tensor
+    sum_to under create_graph, an array sum otherwise."""
+    return sum_to(g, shape) if graph else _sum_to_array(g, shape)
+
+
+def _sum_to_array(g, shape):
+    """Σ of g over the axes that broadcasting added or stretched, as an array of ``shape``."""
+    if g.shape == shape:
+        return g
+    lead = g.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(lead + i for i, s in enumerate(shape)
+                                      if s == 1 and g.shape[lead + i] != 1)
+    return g.sum(axis=axes, keepdims=True).reshape(shape)
 
 
 @backward_of("sum_to")

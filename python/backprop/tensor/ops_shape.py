@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .core import Tensor, backward_of, check_tensor, leaf, result
+from .core import Tensor, as_tensor, backward_of, check_tensor, leaf, result
+from .ops_reduce import _sum_to
 
 
 def reshape(A, *shape):
@@ -139,7 +140,6 @@ def _index_add_backward(out, g, graph):
         if not graph and isinstance(gb, np.generic):
             gb = np.asarray(gb)
         if tuple(gb.shape) != tuple(B.value.shape):  # B was broadcast into A[key]
-            from .ops_elementwise import _sum_to
             gb = _sum_to(gb, B.value.shape, graph)
     return (g if A.requires_grad else None, gb)
 
@@ -199,11 +199,11 @@ def _same_kind(tensors, op):
     if not tensors:
         raise ValueError(f"{op}: needs at least one tensor")
     first = check_tensor(tensors[0], op)
-    from .core import as_tensor
     return [first] + [as_tensor(t, first, op) for t in tensors[1:]]
 
 
 def _install():
+    Tensor.T = property(transpose, doc="Y = A with all axes reversed (transpose(A)).")
     Tensor.reshape = reshape
     Tensor.transpose = transpose
     Tensor.__getitem__ = getitem
