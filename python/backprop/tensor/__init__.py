@@ -5,7 +5,7 @@ its backward beside its forward, and ``backward()`` runs them in reverse. The mo
 from the bottom up (each imports only modules above it in this list, at the top of the file):
 
     kernels          the backend kernels the operations call (gemm, dense, activations, losses)
-    core             the Tensor, making tensors inside operations, no_grad
+    core             the Tensor, making tensors inside operations, no_grad (per thread)
     autograd         the tape: reverse topological order, freeing the graph, ``grad``, Tensor.backward
     function         user-defined operations: a forward and a backward on arrays
     ops_reduce       sum, mean, broadcast_to, sum_to

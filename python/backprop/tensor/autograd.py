@@ -7,12 +7,14 @@ After the pass the graph is freed (each operation forgets its inputs and saved a
 ``retain_graph`` is true; backpropagating through a freed operation again is an error, as in
 PyTorch.
 
-This module also gives the Tensor its ``backward`` method.
+The pass records nothing unless ``create_graph`` is true: it sets the grad mode of its own
+thread only (core's ``_mode``), and puts it back when it ends, by an exception too. This module
+also gives the Tensor its ``backward`` method.
 """
 
 from __future__ import annotations
 
-from .core import Tensor, _Mode, backward_of, leaf
+from .core import Tensor, _mode, backward_of, leaf
 
 
 @backward_of("freed", graph=False)
@@ -92,8 +94,9 @@ def run(roots, grads, retain_graph, create_graph, inputs=None, where="backward")
     order = _topological(roots)
     wanted = None if inputs is None else {id(t): i for i, t in enumerate(inputs)}
     found = [None] * (0 if inputs is None else len(inputs))
-    saved_mode = _Mode.enabled
-    _Mode.enabled = bool(create_graph)
+    mode = _mode
+    saved_mode = mode.enabled
+    mode.enabled = bool(create_graph)
     try:
         for t in reversed(order):
             g = pending.pop(id(t), None)
@@ -120,7 +123,7 @@ def run(roots, grads, retain_graph, create_graph, inputs=None, where="backward")
             if not retain_graph:
                 _free(t)
     finally:
-        _Mode.enabled = saved_mode
+        mode.enabled = saved_mode
     return found
 
 

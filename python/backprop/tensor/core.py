@@ -15,6 +15,9 @@ is written with Tensor operations, so it is recorded and can be differentiated a
 
 from __future__ import annotations
 
+import functools
+import threading
+
 import numpy as np
 
 from ..backends import get_backend
@@ -23,32 +26,65 @@ from .kernels import kernels_of
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-class _Mode:
-    """Whether operations record the graph (``no_grad`` turns it off)."""
+class _GradMode(threading.local):
+    """Whether operations record the graph, one flag per thread (on in every new thread).
+
+    ``no_grad``/``enable_grad`` and a backward pass (which records only under create_graph)
+    change the flag of the thread they run in; another thread keeps recording as before.
+    ``saved`` holds the flags that the open ``no_grad``/``enable_grad`` blocks of the thread
+    put back when they close."""
+
+    def __init__(self):
+        self.enabled = True
+        self.saved = []
+
+
+_mode = _GradMode()
+
+
+class _SetGrad:
+    """A context manager (and a decorator) that sets the grad mode of the current thread to
+    ``enabled`` and puts the previous mode back at the end, even after an exception."""
+
+    enabled = True
+
+    def __enter__(self):
+        mode = _mode
+        mode.saved.append(mode.enabled)
+        mode.enabled = self.enabled
+        return self
+
+    def __exit__(self, *exc):
+        mode = _mode
+        mode.enabled = mode.saved.pop()
+        return False
+
+    def __call__(self, fn):
+        """``@bp.no_grad()`` above a function: each call runs inside the block."""
+        @functools.wraps(fn)
+        def inside(*args, **kwargs):
+            with self:
+                return fn(*args, **kwargs)
+        return inside
+
+
+class no_grad(_SetGrad):
+    """``with bp.no_grad():`` (or ``@bp.no_grad()`` above a function): operations inside record
+    nothing (inference, optimizer updates). It applies to the current thread only."""
+
+    enabled = False
+
+
+class enable_grad(_SetGrad):
+    """``with bp.tensor.enable_grad():`` operations inside record again (inside a no_grad block).
+    It applies to the current thread only."""
 
     enabled = True
 
 
-class no_grad:
-    """``with bp.no_grad():`` operations inside record nothing (inference, optimizer updates)."""
-
-    def __enter__(self):
-        self._prev = _Mode.enabled
-        _Mode.enabled = False
-
-    def __exit__(self, *exc):
-        _Mode.enabled = self._prev
-        return False
-
-
-class enable_grad(no_grad):
-    def __enter__(self):
-        self._prev = _Mode.enabled
-        _Mode.enabled = True
-
-
 def is_grad_enabled():
-    return _Mode.enabled
+    """Whether operations of the current thread record the graph."""
+    return _mode.enabled
 
 
 def _backend_of_array(x):
@@ -231,7 +267,7 @@ def result(value, backend, parents, op, saved=None):
     t._grad = None
     t.backend = backend
     t.grad_tensor = None
-    if _Mode.enabled:
+    if _mode.enabled:
         for p in parents:
             if p.requires_grad:
                 t.requires_grad = True
