@@ -1,5 +1,7 @@
 """Bad input to the Tensor layer: a clear exception naming the operation."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -73,3 +75,15 @@ def test_backward_from_what_cannot_start_one():
         bp.Tensor(np.ones(2), dtype="int32")
     with pytest.raises(ValueError, match="activation: unknown activation 'swish'"):
         bp.tensor.activation(x, "swish")
+
+
+def test_sum_to_a_shape_that_does_not_broadcast():
+    A = bp.Tensor(np.arange(12.0).reshape(3, 4), requires_grad=True)
+    for shape in [(4, 3), (2, 6), (3,), (1, 3, 4), (12,), (3, 2)]:
+        with pytest.raises(ValueError, match=f"sum_to: shape {re.escape(str(shape))} does not "
+                                             "broadcast to the tensor's shape \\(3, 4\\)"):
+            bp.tensor.sum_to(A, shape)
+    for shape, expected in [((4,), A.numpy().sum(0)), ((1, 4), A.numpy().sum(0, keepdims=True)),
+                            ((3, 1), A.numpy().sum(1, keepdims=True)), ((), A.numpy().sum()),
+                            ((1, 1), A.numpy().sum(keepdims=True)), ((3, 4), A.numpy())]:
+        np.testing.assert_array_equal(bp.tensor.sum_to(A, shape).numpy(), expected)

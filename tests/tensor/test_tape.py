@@ -145,3 +145,34 @@ def test_the_backend_follows_the_array(backend):
     assert t.dtype == np.float32 and t.shape == (2, 2)
     assert bp.Tensor(np.ones(2), backend=backend).backend is be
     assert np.asarray(bp.Tensor(np.arange(3.0), backend=backend)).tolist() == [0.0, 1.0, 2.0]
+
+
+def test_grad_outputs_one_per_output(backend):
+    """grad_outputs (and backward's grads) shorter or longer than the outputs is an error
+    naming both counts, not a silently dropped output."""
+    x = bp.Tensor(np.array([1.0, 2.0, 3.0]), requires_grad=True, backend=backend)
+    y1, y2 = x * x, x.sin()
+    v = np.ones(3)
+    with pytest.raises(ValueError, match="grad: 1 gradient\\(s\\) given for 2 output\\(s\\)"):
+        bp.grad([y1, y2], x, grad_outputs=[v], retain_graph=True)
+    with pytest.raises(ValueError, match="grad: 3 gradient\\(s\\) given for 2 output\\(s\\)"):
+        bp.grad([y1, y2], x, grad_outputs=[v, v, v], retain_graph=True)
+    with pytest.raises(ValueError, match="grad: 2 gradient\\(s\\) given for 1 output\\(s\\)"):
+        bp.grad(y1, x, grad_outputs=[v, v], retain_graph=True)
+    with pytest.raises(ValueError, match="backward: 1 gradient\\(s\\) given for 2 output\\(s\\)"):
+        bp.tensor.backward([y1, y2], [v])
+    assert x._grad is None  # nothing ran
+    bp.tensor.backward([y1, y2], [v, v])
+    np.testing.assert_allclose(x.backend.to_numpy(x.grad), 2 * x.numpy() + np.cos(x.numpy()),
+                               rtol=1e-15)
+
+
+def test_grad_of_an_input_given_twice(backend):
+    x = bp.Tensor(np.array([1.0, 2.0]), requires_grad=True, backend=backend)
+    w = bp.Tensor(np.array([3.0, 4.0]), requires_grad=True, backend=backend)
+    gx1, gw, gx2 = bp.grad((x * x * w).sum(), [x, w, x])
+    assert gx1.numpy().tolist() == [6.0, 16.0] and gx2.numpy().tolist() == [6.0, 16.0]
+    assert gw.numpy().tolist() == [1.0, 4.0]
+    g1, g2 = bp.grad((x ** 3).sum(), [x, x], create_graph=True)
+    assert g1.numpy().tolist() == g2.numpy().tolist() == [3.0, 12.0]
+    assert bp.grad(g1.sum(), x).numpy().tolist() == [6.0, 12.0]

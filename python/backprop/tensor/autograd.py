@@ -86,13 +86,20 @@ def run(roots, grads, retain_graph, create_graph, inputs=None, where="backward")
     without, accumulates into the ``grad`` of every leaf reached."""
     if grads is None:
         grads = [None] * len(roots)
+    elif len(grads) != len(roots):
+        raise ValueError(f"{where}: {len(grads)} gradient(s) given for {len(roots)} output(s); "
+                         "pass one per output (None for a scalar output)")
     pending = {}
     for r, g in zip(roots, grads):
         g = _seed(r, g, create_graph, where)
         prev = pending.get(id(r))
         pending[id(r)] = g if prev is None else prev + g
     order = _topological(roots)
-    wanted = None if inputs is None else {id(t): i for i, t in enumerate(inputs)}
+    wanted = None
+    if inputs is not None:
+        wanted = {}
+        for i, t in enumerate(inputs):  # an input given twice gets its gradient at both places
+            wanted.setdefault(id(t), []).append(i)
     found = [None] * (0 if inputs is None else len(inputs))
     mode = _mode
     saved_mode = mode.enabled
@@ -103,7 +110,8 @@ def run(roots, grads, retain_graph, create_graph, inputs=None, where="backward")
             if g is None:
                 continue
             if wanted is not None and id(t) in wanted:
-                found[wanted[id(t)]] = g
+                for i in wanted[id(t)]:
+                    found[i] = g
             op = t._op
             if op is None:
                 if wanted is None:
@@ -139,8 +147,17 @@ def _accumulate(t, g, create_graph):
 
 
 def backward(roots, grads=None, retain_graph=False, create_graph=False):
-    """Backpropagates from ``roots`` into the ``grad`` of the leaves (see Tensor.backward)."""
-    run(list(roots), grads, retain_graph or create_graph, create_graph)
+    """Backpropagates from ``roots`` (a Tensor or a list) into the ``grad`` of the leaves, each
+    root seeded with its entry of ``grads`` (one per root; see Tensor.backward)."""
+    roots = [roots] if isinstance(roots, Tensor) else list(roots)
+    run(roots, _listed(grads), retain_graph or create_graph, create_graph)
+
+
+def _listed(grads):
+    """``grads`` as a list: one gradient (not a list or tuple) becomes a list of one."""
+    if grads is None:
+        return None
+    return list(grads) if isinstance(grads, (list, tuple)) else [grads]
 
 
 def grad(outputs, inputs, grad_outputs=None, create_graph=False, retain_graph=None,
@@ -151,13 +168,14 @@ def grad(outputs, inputs, grad_outputs=None, create_graph=False, retain_graph=No
     With ``create_graph=True`` the backward pass is recorded, so the results can be
     differentiated again (Hessian-vector products, d²u/dx²). ``retain_graph`` defaults to
     ``create_graph``. No ``grad`` attribute is touched. An input the outputs do not depend on
-    is an error unless ``allow_unused`` (its gradient is then None).
+    is an error unless ``allow_unused`` (its gradient is then None); an input given twice
+    gets its gradient at both places. ``grad_outputs`` has one entry per output (None for a
+    scalar output) or is omitted when every output is a scalar.
     """
     single = isinstance(inputs, Tensor)
     inputs = [inputs] if single else list(inputs)
     outputs = [outputs] if isinstance(outputs, Tensor) else list(outputs)
-    if grad_outputs is not None and not isinstance(grad_outputs, (list, tuple)):
-        grad_outputs = [grad_outputs]
+    grad_outputs = _listed(grad_outputs)
     for i, t in enumerate(inputs):
         if not isinstance(t, Tensor):
             raise TypeError(f"grad: inputs[{i}] is a {type(t).__name__}, not a Tensor")

@@ -84,13 +84,26 @@ def _broadcast_backward(out, g, graph):
 
 
 def sum_to(A, shape):
-    """Y = A summed over the axes that broadcasting would add or stretch to reach A from ``shape``.
+    """Y = A summed over the axes that broadcasting would add or stretch to reach A from ``shape``
+    (``shape`` must be one that broadcasts to A's shape: (4,), (1, 4) or (3, 1) for a (3, 4) A).
     backprop: A.grad[i] += Y.grad[i folded onto shape] (a broadcast)."""
     A = check_tensor(A, "sum_to")
-    shape = tuple(shape)
+    shape = tuple(int(s) for s in shape)
     if A.value.shape == shape:
         return A
+    if not _broadcasts_to(shape, A.value.shape):
+        raise ValueError(f"sum_to: shape {shape} does not broadcast to the tensor's shape "
+                         f"{A.shape}, so the tensor is not a broadcast of it (each axis of the "
+                         "target must match the tensor's trailing axes or be 1)")
     return result(_sum_to_array(A.value, shape), A.backend, (A,), _sum_to_backward)
+
+
+def _broadcasts_to(shape, target):
+    """Whether numpy broadcasting takes an array of ``shape`` to ``target``."""
+    lead = len(target) - len(shape)
+    if lead < 0:
+        return False
+    return all(s == t or s == 1 for s, t in zip(shape, target[lead:]))
 
 
 def _sum_to(g, shape, graph):
@@ -100,7 +113,8 @@ def _sum_to(g, shape, graph):
 
 
 def _sum_to_array(g, shape):
-    """Σ of g over the axes that broadcasting added or stretched, as an array of ``shape``."""
+    """Σ of g over the axes that broadcasting added or stretched, as an array of ``shape``
+    (no check: ``shape`` broadcasts to g's shape)."""
     if g.shape == shape:
         return g
     lead = g.ndim - len(shape)
