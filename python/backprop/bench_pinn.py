@@ -22,6 +22,7 @@ import numpy as np
 from . import pinn
 from .backends import why_unavailable
 from .optim import Adam
+from .tensor import mse
 from .train import Trainer
 
 LR = 1e-3
@@ -37,7 +38,6 @@ class _Backprop:
         self.net = problem.network(backend=backend, dtype=dtype, seed=seed)
         Xf = np.asarray(problem.Xf, dtype)
         Xu, Uu = np.asarray(problem.Xu, dtype), np.asarray(problem.Uu, dtype)
-        from .tensor import mse
         residual = pinn.burgers_residual_recorded if recorded else problem.residual
 
         def loss(net):

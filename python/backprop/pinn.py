@@ -26,6 +26,7 @@ from . import objective as _objective
 from .model import MLP
 from .optim import Adam
 from .lbfgs import LBFGS
+from .tensor import Tensor, grad, mse
 from .train import Trainer
 
 PROBLEMS = ("poisson1d", "poisson2d", "burgers")
@@ -111,7 +112,6 @@ class Problem:
 
     def loss(self, net):
         """Data term (mean squared misfit on the data points) + residual term (mean square)."""
-        from .tensor import mse
         r = self.residual(net, self.Xf)
         return mse(net(self.Xu), self.Uu) + (r ** 2).mean()
 
@@ -202,7 +202,6 @@ class Burgers(Problem):
 
 def burgers_residual_recorded(net, Xf):
     """The Burgers residual by recording the backward pass (``bp.grad(create_graph=True)``)."""
-    from .tensor import Tensor, grad
     x = Tensor(Xf, requires_grad=True, backend=net.backend.name, dtype=net.dtype.name)
     u = net(x)
     du = grad(u.sum(), x, create_graph=True)
