@@ -46,7 +46,7 @@ class Clock:
 
 def run_backprop(problem, args, record):
     from backprop import objective
-    from backprop.lbfgs import LBFGS
+    from backprop.optim import LBFGS
     from backprop.optim import Adam
     from backprop.train import Trainer
     if args.dtype == "float32":

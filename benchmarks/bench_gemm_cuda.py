@@ -91,7 +91,7 @@ def launch_counts():
         for fused in (False, True):
             net = MLP(config.layers, activation=config.activation, backend="cuda", seed=0)
             trainer = Trainer(net, config.loss, SGD(lr=1e-4), fused=fused)
-            Xb, Yb = net._input(X), net._target(Y, config.batch, config.loss)
+            Xb, Yb = net.input_array(X), net.target_array(Y, config.batch, config.loss)
             trainer.step(Xb, Yb)  # compiles, captures
             before = bk.launches
             trainer.step(Xb, Yb)

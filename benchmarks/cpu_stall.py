@@ -29,8 +29,8 @@ def measure(rounds=40):
     net = bp.MLP([64, 128, 128, 10], backend="cpu", seed=0)
     trainer = bp.Trainer(net, "mse", "sgd")
     rng = np.random.default_rng(0)
-    X = net._input(rng.normal(size=(256, 64)))
-    Y = net._target(rng.normal(size=(256, 10)), 256, "mse")
+    X = net.input_array(rng.normal(size=(256, 64)))
+    Y = net.target_array(rng.normal(size=(256, 10)), 256, "mse")
     M = rng.normal(size=(512, 512)).astype(np.float32)
     for _ in range(20):
         trainer.step(X, Y)

@@ -84,11 +84,11 @@ class InterruptedSGD(bp.optim.SGD):
     """SGD whose update of the second array sends this process SIGINT (a Ctrl-C)."""
 
     def __init__(self, lr):
-        super().__init__(lr)
+        super().__init__(lr=lr)
         self.updates = 0
 
-    def update(self, backend, param, grad, slots, step):
-        super().update(backend, param, grad, slots, step)
+    def update(self, backend, param, grad, slots, step, hyper):
+        super().update(backend, param, grad, slots, step, hyper)
         self.updates += 1
         if self.updates == 2:
             os.kill(os.getpid(), signal.SIGINT)
@@ -108,7 +108,7 @@ def test_ctrl_c_during_an_update_lands_after_every_array_moved(backend):
     trainer = bp.Trainer(net, "mse", optimizer, fused=False)
     handler = signal.getsignal(signal.SIGINT)
     with pytest.raises(KeyboardInterrupt):
-        trainer.step(net._input(X), net._target(Y, 8, "mse"))
+        trainer.step(net.input_array(X), net.target_array(Y, 8, "mse"))
     assert optimizer.updates == 6  # the interrupt came after the second of six arrays
     after = net.weights + net.biases
     for p0, g, p1 in zip(before, grads.weights + grads.biases, after):

@@ -29,7 +29,7 @@ def test_fit_with_shuffle_equals_a_loop_over_permuted_copies(backend, dtype, opt
                           fused=fused)
         ref = bp.MLP([2, 8, 8, 1], backend=backend, dtype=dtype, seed=0)
         trainer = Trainer(ref, "mse", optimizer, lr=1e-2, seed=3, fused=fused)
-        Xd, Yd = ref._input(X), ref._target(Y, 50, "mse")
+        Xd, Yd = ref.input_array(X), ref.target_array(Y, 50, "mse")
         order_rng = np.random.default_rng(3)
         losses = []
         for _ in range(6):
@@ -82,7 +82,7 @@ def test_trainer_epoch_order_gathers_the_rows(backend, rng):
         for gathered in (True, False):
             net = bp.MLP([2, 5, 1], backend=backend, dtype="float64", seed=0)
             trainer = Trainer(net, "sse", "sgd", lr=0.05, fused=fused)
-            Xd, Yd = net._input(X), net._target(Y, 11, "sse")
+            Xd, Yd = net.input_array(X), net.target_array(Y, 11, "sse")
             if gathered:
                 values, sizes = trainer.epoch(Xd, Yd, 4, order=order)
             else:
@@ -100,7 +100,7 @@ def test_trainer_epoch_checks_the_order(backend, rng):
     for fused in paths(backend):
         net = bp.MLP([2, 3, 1], backend=backend, seed=0)
         trainer = Trainer(net, "mse", "sgd", fused=fused)
-        Xd, Yd = net._input(X), net._target(Y, 6, "mse")
+        Xd, Yd = net.input_array(X), net.target_array(Y, 6, "mse")
         before = net.weights
         with pytest.raises(ValueError, match=r"order must have shape \(6,\)"):
             trainer.epoch(Xd, Yd, 2, order=np.arange(5))
@@ -126,10 +126,10 @@ def test_step_count_after_skipped_steps_is_the_same_on_every_path(backend, optim
     for fused in paths(backend) + ([False] if backend == "numpy" else []):
         net = bp.MLP([2, 4, 1], backend=backend, dtype="float64", seed=0)
         trainer = Trainer(net, "mse", optimizer, lr=1e-2, fused=fused)
-        Xd = net._input(X)
+        Xd = net.input_array(X)
         Y_bad = Y.copy()
         Y_bad[9, 0] = np.nan  # in the third batch of 4
-        Yd, Yd_bad = net._target(Y, 12, "mse"), net.backend.asarray(Y_bad, net.dtype)
+        Yd, Yd_bad = net.target_array(Y, 12, "mse"), net.backend.asarray(Y_bad, net.dtype)
         trainer.epoch(Xd, Yd, 4)
         with pytest.raises(NonFiniteLossError):
             trainer.step(Xd, Yd_bad)  # one batch, skipped
@@ -175,7 +175,7 @@ def test_divergence_after_some_epochs_keeps_finite_parameters(backend, rng):
 def test_fit_refuses_to_start_from_non_finite_parameters(rng):
     X, Y = regression(rng)
     net = bp.MLP([2, 4, 1], seed=0)
-    net._W[0][0, 0] = np.inf  # only possible by writing the buffers directly
+    net.W[0][0, 0] = np.inf  # only possible by writing the buffers directly
     with pytest.raises(ValueError, match="parameters contain NaN or Inf"):
         net.fit(X, Y, epochs=1)
 

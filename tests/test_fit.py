@@ -69,7 +69,7 @@ def test_penalty_value_and_gradient(backend, rng):
     net = bp.MLP([2, 5, 1], backend=backend, dtype="float64", seed=0)
     trainer = bp.Trainer(net, "mse", bp.optim.SGD(lr=0.0), l1=0.01, l2=0.1)
     W = net.weights
-    Xb, Yb = net._input(X), net._target(Y, 10, "mse")
+    Xb, Yb = net.input_array(X), net.target_array(Y, 10, "mse")
     value = trainer.step(Xb, Yb)
     plain = net.loss_and_grad(X, Y, "mse")[0]
     expected = plain + sum(0.01 * np.abs(w).sum() + 0.05 * (w * w).sum() for w in W)
@@ -80,7 +80,7 @@ def test_penalty_value_and_gradient(backend, rng):
         return net.loss_and_grad(X, Y, "mse")[0] + sum(
             0.01 * np.abs(w).sum() + 0.05 * (w * w).sum() for w in W)
     trainer.step(Xb, Yb)  # lr 0: fills the gradient buffers, parameters unchanged
-    dW0 = np.array(net.backend.to_numpy(net._dW[0]))
+    dW0 = np.array(net.backend.to_numpy(net.dW[0]))
     np.testing.assert_allclose(dW0, numeric_gradient(objective, W[0], 1e-6), rtol=1e-6, atol=1e-9)
 
 
@@ -102,14 +102,14 @@ def test_dropout_backward_matches_finite_differences(backend, rng):
     for M, p in zip(masks, (0.5, 0.3)):
         values = np.unique(np.asarray(net.backend.to_numpy(M)))
         np.testing.assert_allclose(values, [0.0, 1 / (1 - p)])
-    Xb, Yb = net._input(X), net._target(Y, 6, "sse")
+    Xb, Yb = net.input_array(X), net.target_array(Y, 6, "sse")
     W, b = net.weights, net.biases
 
     def loss():
         net.set_params(W, b)
-        return float(net._loss_and_grad(Xb, Yb, "sse", masks=masks)[0])
+        return float(net.run_loss_and_grad(Xb, Yb, "sse", masks=masks)[0])
     loss()
-    analytic = [np.array(net.backend.to_numpy(g)) for g in net._dW]
+    analytic = [np.array(net.backend.to_numpy(g)) for g in net.dW]
     for l in range(3):
         np.testing.assert_allclose(analytic[l], numeric_gradient(loss, W[l], 1e-6), rtol=1e-6, atol=1e-9)
 

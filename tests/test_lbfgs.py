@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import backprop as bp
-from backprop.lbfgs import LBFGS
+from backprop.optim import LBFGS
 from backprop.train import gradient_kernels, step_loss
 
 BACKENDS = [b for b in ("numpy", "cpu") if b in bp.available_backends()]
@@ -57,7 +57,7 @@ def test_same_minimum_as_scipy():
 
     def f(theta):
         net.set_params([theta[:12].reshape(4, 3)], [theta[12:]])
-        value = step_loss(gradient_kernels(net, net._input(X), net._target(labels, 120, "cross_entropy"),
+        value = step_loss(gradient_kernels(net, net.input_array(X), net.target_array(labels, 120, "cross_entropy"),
                                            "cross_entropy", 0.0, l2))
         return value, np.concatenate([net.grads[0].ravel(), net.grads[1].ravel()])
 

@@ -23,8 +23,8 @@ def test_ten_thousand_steps_do_not_grow_memory(backend, fused):
     rng = np.random.default_rng(0)
     net = bp.MLP([4, 16, 16, 2], backend=backend, seed=0)
     trainer = bp.Trainer(net, "mse", bp.optim.Adam(lr=1e-3), l2=1e-4, fused=fused)
-    X = net._input(rng.normal(size=(32, 4)))
-    Y = net._target(rng.normal(size=(32, 2)), 32, "mse")
+    X = net.input_array(rng.normal(size=(32, 4)))
+    Y = net.target_array(rng.normal(size=(32, 2)), 32, "mse")
     X_odd, Y_odd = X[:7].copy(), Y[:7].copy()  # a second batch size: scratch is reused, not regrown
     for _ in range(500):  # warm up: workspaces, scratch buffers, allocator pools
         trainer.step(X, Y)

@@ -23,7 +23,7 @@ def test_adamw_is_decay_then_adam(backend):
     ref = net.copy()
     trainer = Trainer(net, "mse", AdamW(lr=0.01, betas=(0.8, 0.9), eps=1e-7, weight_decay=0.5))
     assert not trainer.fused  # no native path knows AdamW
-    trainer.step(net._input(X), net._target(Y, 40, "mse"))
+    trainer.step(net.input_array(X), net.target_array(Y, 40, "mse"))
     _, grads = ref.loss_and_grad(X, Y, loss="mse")
     for W0, g, W1 in zip(ref.weights, grads.weights, net.weights):
         m, v = 0.2 * g, 0.1 * g * g
@@ -50,9 +50,12 @@ def test_clip_grad_norm(backend):
     plain.fit(X, Y, optimizer=bp.optim.SGD(lr=1.0), epochs=1, fused=False)
     for a, b in zip(free.weights, plain.weights):
         np.testing.assert_allclose(a, b, rtol=1e-12)
-    g = [np.array([3.0, 4.0])]
-    assert clip_grad_norm(None, g, 1.0) == 5.0
-    np.testing.assert_allclose(g[0], [0.6, 0.8], rtol=1e-5)
+    t = bp.Tensor(np.zeros(2), requires_grad=True, backend=backend)
+    t.grad = t.backend.asarray(np.array([3.0, 4.0]), np.float64)
+    unused = bp.Tensor(np.zeros(3), requires_grad=True, backend=backend)
+    assert clip_grad_norm([t, unused], 1.0) == 5.0
+    np.testing.assert_allclose(t.grad, [0.6, 0.8], rtol=1e-5)
+    assert not unused.has_grad
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -70,7 +73,7 @@ def test_schedule_per_step(backend):
                       lr_schedule=schedule, lr_schedule_per="step")
     assert seen[-8:] == list(range(8)) and history.lr[-1] == 0.0
     trainer = Trainer(three, "mse", bp.optim.SGD(lr=0.1))
-    Xd, Yd = three._input(X), three._target(Y, 40, "mse")
+    Xd, Yd = three.input_array(X), three.target_array(Y, 40, "mse")
     for start in range(0, 30, 10):
         trainer.step(Xd[start:start + 10], Yd[start:start + 10])
     for a, b in zip(net.weights, three.weights):

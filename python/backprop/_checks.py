@@ -192,6 +192,17 @@ def check_number(value, name):
     return value
 
 
+def check_count(value, name, minimum):
+    """``value`` as an int >= minimum (an integer-valued number), else a ValueError."""
+    try:
+        ok = not isinstance(value, bool) and int(value) == value and value >= minimum
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
+    return int(value)
+
+
 def check_rate(value, name="lr"):
     """A finite number >= 0 (learning rates, penalties, momentum)."""
     try:

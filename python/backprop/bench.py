@@ -94,8 +94,8 @@ class _BackpropRunner:
                        dtype=dtype, seed=seed)
         self.backend = self.net.backend
         self.trainer = Trainer(self.net, config.loss, SGD(lr=LR))
-        self.X = self.net._input(X)
-        self.Y = self.net._target(Y, config.batch, config.loss)
+        self.X = self.net.input_array(X)
+        self.Y = self.net.target_array(Y, config.batch, config.loss)
 
     def grads(self, X, Y, loss):
         return self.net.loss_and_grad(X, Y, loss)[1]

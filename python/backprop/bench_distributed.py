@@ -75,10 +75,10 @@ def run(configs=("mnist", "wide"), backend="cpu", dtype="float32", steps=10, rep
         if P > 1:
             trainer = Trainer(net, config.loss, SGD(lr=bench.LR), comm=comm)
             lo, hi = config.batch * rank // P, config.batch * (rank + 1) // P
-            Xd, Yd = net._input(X[lo:hi]), net._target(Y[lo:hi], hi - lo, config.loss)
+            Xd, Yd = net.input_array(X[lo:hi]), net.target_array(Y[lo:hi], hi - lo, config.loss)
         else:
             trainer = Trainer(net, config.loss, SGD(lr=bench.LR))
-            Xd, Yd = net._input(X), net._target(Y, config.batch, config.loss)
+            Xd, Yd = net.input_array(X), net.target_array(Y, config.batch, config.loss)
         trainer.step(Xd, Yd)  # warm up (and the distributed start)
         rates, shares, waits = [], [], []
         for _ in range(repeat):

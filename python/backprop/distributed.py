@@ -38,6 +38,8 @@ single-process fit (which computes dW = AᵀG over the whole batch in one produc
 from __future__ import annotations
 
 import contextlib
+import functools
+import math
 import os
 import sys
 import threading
@@ -45,6 +47,9 @@ import time
 import traceback
 
 import numpy as np
+
+from ._checks import check_count, check_name
+from .step import NonFiniteLossError, step_loss
 
 REDUCTIONS = ("sum", "fixed")
 SHARDS = ("take", "given")
@@ -114,7 +119,6 @@ def abort_on_error(comm, where="training"):
     except (DistributedError,):
         raise
     except BaseException as exc:  # noqa: B902 - Ctrl-C on one rank too
-        from .train import NonFiniteLossError
         if isinstance(exc, NonFiniteLossError):  # decided on reduced values: every rank raises it
             raise
         if comm.Get_size() == 1:  # no other rank waits: the exception itself
@@ -126,7 +130,6 @@ def guard_fit(fit):
     """Wraps ``fit``: with ``comm``, an exception raised before the ranks agreed on their input is
     sent to every rank in the agreement (so all raise it together), one raised after it aborts
     every rank (MPI_Abort) with the traceback printed (with one rank, it is raised as usual)."""
-    import functools
 
     @functools.wraps(fit)
     def wrapper(*args, **kwargs):
@@ -141,11 +144,10 @@ def guard_fit(fit):
             if not _stage.agreed:  # the others wait in the agreement: tell them, then raise
                 _stage.agreed = True
                 try:
-                    _agree(comm, _error_record(exc), None)
+                    agree(comm, _error_record(exc), None)
                 except DistributedError:
                     pass
                 raise
-            from .train import NonFiniteLossError
             if isinstance(exc, (DistributedError, NonFiniteLossError)) or comm.Get_size() == 1:
                 raise  # every rank raises it together, or no other rank waits
             abort(comm, exc, "fit")
@@ -154,7 +156,7 @@ def guard_fit(fit):
     return wrapper
 
 
-def _agree(comm, error, record):
+def agree(comm, error, record):
     """One allgather of (error or None, record) from every rank; raises DistributedError on every
     rank if any rank failed, or if the records (the configuration) differ. Returns the records."""
     _stage.agreed = True
@@ -168,7 +170,7 @@ def _agree(comm, error, record):
 
 # ---- the array module of a backend's arrays, and moving them ----------------------------------
 
-def _xp(array):
+def array_module(array):
     """numpy, or CuPy for a CuPy array (whatever module ``import cupy`` gave)."""
     if isinstance(array, np.ndarray):
         return np
@@ -183,7 +185,7 @@ def _mpi_dtype(dtype):
     return {np.dtype(np.float32): MPI.FLOAT, np.dtype(np.float64): MPI.DOUBLE}[np.dtype(dtype)]
 
 
-class _Transport:
+class Transport:
     """Allreduce/Allgatherv of flat arrays of one backend: host arrays through mpi4py's buffer
     interface; CuPy arrays through CUDA-aware MPI (``__cuda_array_interface__``), NCCL
     (``cupy.cuda.nccl``, Allreduce only) or a copy through host memory."""
@@ -274,14 +276,12 @@ class Distributed:
     """The distributed half of a Trainer: layout of the shards, the flat buffers, the step."""
 
     def __init__(self, comm=None, reduction="sum", grad_blocks=None, transport="auto"):
-        from ._checks import check_name
         self.comm = LocalComm() if comm is None else comm
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
         self.reduction = check_name("reduction", reduction, REDUCTIONS)
         self.transport_kind = check_name("transport", transport, TRANSPORTS)
         if grad_blocks is not None:
-            from .train import _count
-            grad_blocks = _count(grad_blocks, "grad_blocks", 1)
+            grad_blocks = check_count(grad_blocks, "grad_blocks", 1)
             if self.reduction != "fixed":
                 raise ValueError("grad_blocks applies to reduction='fixed'")
         if self.reduction == "fixed":
@@ -344,7 +344,7 @@ class Distributed:
         if self.size == 1:
             return
         params = net.params
-        xp = _xp(params[0])
+        xp = array_module(params[0])
         if xp is np:
             flat = np.concatenate([p.reshape(-1) for p in params])
         else:  # a device model: through host memory (once per fit)
@@ -359,7 +359,7 @@ class Distributed:
 
     def _buffers(self, net):
         grads = net.grads
-        xp = _xp(grads[0])
+        xp = array_module(grads[0])
         self.xp = xp
         self.grads = grads
         self.S = sum(int(g.size) for g in grads) + 1  # + the loss value
@@ -368,7 +368,7 @@ class Distributed:
         self.send = xp.zeros(parts * self.S, dtype)
         self.recv = xp.zeros((self.blocks if self.reduction == "fixed" else 1) * self.S, dtype)
         self.total = self.recv if self.reduction == "sum" else xp.zeros(self.S, dtype)
-        self.transport = _Transport(self.comm, xp, dtype, self.transport_kind)
+        self.transport = Transport(self.comm, xp, dtype, self.transport_kind)
         if self.reduction == "fixed":
             B, P = self.blocks, self.size
             self.counts = [(B * (r + 1) // P - B * r // P) * self.S for r in range(P)]
@@ -387,7 +387,6 @@ class Distributed:
     def _partial(self, trainer, X, Y, rows, masks, N, out):
         """The weighted local gradient and loss of the batch rows ``rows`` (local indices into X,
         Y) into ``out``; zeros when there are none."""
-        from .train import gradient_kernels
         net = trainer.net
         n = len(rows)
         if n == 0:
@@ -402,7 +401,7 @@ class Distributed:
         local_masks = None
         if masks is not None:
             local_masks = [None if M is None else backend.asarray(M[rows], net.dtype) for M in masks]
-        value = gradient_kernels(net, Xp, Yp, trainer.loss, 0.0, 0.0, masks=local_masks)[0]
+        value = net.compute_gradients(Xp, Yp, trainer.loss, 0.0, 0.0, masks=local_masks)[0]
         scale = 1.0 if trainer.loss == "sse" else n / N  # the weight w of the module docstring
         self._pack(out, scale, value)
 
@@ -418,10 +417,6 @@ class Distributed:
         batch (numpy ints, increasing); global_rows: their global row indices (reduction='fixed').
         Returns the step's loss (reduced, with the penalty), the same on every rank.
         """
-        import math
-        import time
-
-        from .train import NonFiniteLossError
         net = trainer.net
         if self.transport is None:
             self._buffers(net)
@@ -432,16 +427,26 @@ class Distributed:
         everything = np.arange(len(pos))
         if self.reduction == "sum":
             self._partial(trainer, X, Y, everything, masks, N, self.send)
-            t0 = time.perf_counter()
-            self.transport.allreduce(self.send, self.recv)
-            self.reduce_seconds += time.perf_counter() - t0
         else:
             k0, k1 = self.owned_blocks()
             block = np.searchsorted(self.block_bounds, np.asarray(global_rows), side="right") - 1
             for j, k in enumerate(range(k0, k1)):
                 self._partial(trainer, X, Y, everything[block == k], masks, N,
                               self.send[j * self.S:(j + 1) * self.S])
-            t0 = time.perf_counter()
+
+        def reduce(_):  # the sum over ranks, then the penalty once: the step's loss
+            return self._reduce(trainer)
+        return trainer.finish(None, reduce=reduce)
+
+    def _reduce(self, trainer):
+        """Sums the packed partial gradients and losses over the ranks into the model's
+        gradient buffers, adds the penalty once, and returns the step's loss."""
+        net = trainer.net
+        t0 = time.perf_counter()
+        if self.reduction == "sum":
+            self.transport.allreduce(self.send, self.recv)
+            self.reduce_seconds += time.perf_counter() - t0
+        else:
             self.transport.allgatherv(self.send, self.recv, self.counts)
             self.reduce_seconds += time.perf_counter() - t0
             total, S = self.total, self.S
@@ -456,14 +461,8 @@ class Distributed:
         values = [total[o]]
         if trainer.l1 != 0 or trainer.l2 != 0:
             values += [net.backend._weight_penalty(W, dW, trainer.l1, trainer.l2)
-                       for W, dW in zip(net._W, net._dW)]
-        from .train import step_loss
-        value = step_loss(values)
-        if not math.isfinite(value):
-            raise NonFiniteLossError(f"the loss is {value}")
-        trainer._before_update()  # per-step lr, clipping: on the reduced gradient
-        trainer.state.apply(net.backend, net.params, net.grads)
-        return value
+                       for W, dW in zip(net.W, net.dW)]
+        return step_loss(values)
 
     def epoch(self, trainer, X, Y, batch_size, order=None):
         """One pass over the global data in global batches; X, Y are this rank's rows (global
@@ -475,7 +474,7 @@ class Distributed:
             raise ValueError(f"order must have shape ({N},), one index per global row")
         mine = (g >= lo) & (g < lo + n)
         values, sizes = [], []
-        with trainer.net._lock:
+        with trainer.net.lock:
             for start in range(0, N, batch_size):
                 gb, mb = g[start:start + batch_size], mine[start:start + batch_size]
                 pos = np.nonzero(mb)[0]
@@ -491,7 +490,7 @@ class Distributed:
 
     @staticmethod
     def xp_of(array):
-        return _xp(array)
+        return array_module(array)
 
     def reduce_loss(self, value, n_local, n_global, loss):
         """A loss over this rank's n_local rows of n_global, reduced to the global loss: the same
@@ -511,7 +510,7 @@ class Distributed:
         n_val = None if X_val is None else X_val.shape[0]
         proposal = seed if seed is not None else int(np.random.SeedSequence().entropy % 2**63)
         record = (signature, X.shape[0], n_val, proposal)
-        records = _agree(self.comm, None, record)
+        records = agree(self.comm, None, record)
         seed = records[0][3]  # rank 0's: every rank draws the same permutations and masks
         sigs = [r[0] for r in records]
         if any(s != sigs[0] for s in sigs):

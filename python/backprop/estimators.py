@@ -57,6 +57,14 @@ except ImportError:  # pragma: no cover - exercised where scikit-learn is absent
 
 from . import _checks
 from .backends import available_backends
+from .distributed import (Distributed, DistributedError, Transport, agree, array_module,
+                          guard_fit)
+from .fit_lbfgs import fit_lbfgs
+from .model import MLP
+from .optim import SGD, Adam
+from .standardize import Standardizer
+from .step import NonFiniteLossError, finish_step
+from .trainer import Trainer
 
 ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "sigmoid": "sigmoid",
                "tanh": "tanh", "relu": "relu"}
@@ -115,15 +123,15 @@ def loss_and_grad(net, X, Y, w, loss, alpha, l1):
     X, Y, w: arrays of the backend (w the raw weights of the batch's rows). Returns
     (objective, reported loss), each with the penalty, both scaled by 1 / Σ w.
     """
-    ws = net._workspace(X.shape[0])
-    F = net._forward(X, ws)
+    ws = net.workspace(X.shape[0])
+    F = net.run_forward(X, ws)
     sw_sum = float(_xp(w).sum(w, dtype=np.float64))
     wn = (w / sw_sum).astype(F.dtype, copy=False)
     value, reported = loss(F, Y, wn, ws.G[-1])
-    net._backward(X, ws)
+    net.run_backward(X, ws)
     if alpha or l1:
         penalty = 0.0
-        for W, dW in zip(net._W, net._dW):
+        for W, dW in zip(net.W, net.dW):
             penalty += float(net.backend._weight_penalty(W, dW, l1 / sw_sum, alpha / sw_sum))
         value += penalty
         reported += penalty
@@ -289,7 +297,6 @@ class _BaseMLP(BaseEstimator):
         return self._fit(X, y, sample_weight, incremental=False)
 
     def _initialize(self, sizes, backend, n_features, n_outputs, rng):
-        from .model import MLP
         act = ACTIVATIONS[self.activation]
         layers = [n_features, *sizes, n_outputs]
         self.model_ = MLP(layers, activation=act, init="xavier", backend=backend,
@@ -318,7 +325,6 @@ class _BaseMLP(BaseEstimator):
     def _fit(self, X, y, sample_weight, incremental):
         if self.comm is None:
             return self._fit_on(X, y, sample_weight, incremental)
-        from .distributed import guard_fit
         # an error before the ranks agreed is raised on every rank; one after it aborts them all
         return guard_fit(self._fit_on)(X, y, sample_weight, incremental, comm=self.comm)
 
@@ -354,12 +360,10 @@ class _BaseMLP(BaseEstimator):
         if reset:
             self._initialize(sizes, backend, X.shape[1], Y.shape[1], rng)
             if self.standardize:
-                from .standardize import Standardizer
                 self.model_.standardizer = Standardizer().fit(X)
             self._optimizer_state = None
         steps = None
         if comm is not None:
-            from .distributed import Distributed
             Distributed(comm).broadcast_params(self.model_)  # the same start on every rank
             steps = _ReducedSteps(comm, self.model_)
         if self.solver == "lbfgs":
@@ -371,7 +375,7 @@ class _BaseMLP(BaseEstimator):
 
     def _device(self, X, Y, w):
         net = self.model_
-        Xd = net._input(X)
+        Xd = net.input_array(X)
         Yd = net.backend.asarray(Y, net.dtype)
         wd = net.backend.asarray(w, np.float64)
         return Xd, Yd, wd
@@ -379,10 +383,10 @@ class _BaseMLP(BaseEstimator):
     def _make_optimizer(self, scale=1.0):
         """The optimizer for gradients ``scale`` times ours: the same updates (Adam is scale
         invariant once eps is scaled too; SGD's lr is divided by the scale)."""
-        from .optim import SGD, Adam
         if self.solver == "adam":
-            return Adam(self.learning_rate_init, self.beta_1, self.beta_2, self.epsilon * scale)
-        return SGD(self.learning_rate_init / scale, self.momentum,
+            return Adam(lr=self.learning_rate_init, beta1=self.beta_1, beta2=self.beta_2,
+                        eps=self.epsilon * scale)
+        return SGD(lr=self.learning_rate_init / scale, momentum=self.momentum,
                    nesterov=bool(self.nesterovs_momentum and self.momentum > 0))
 
     def _fit_stochastic(self, X, Y, y, w, rng, incremental, steps=None):
@@ -427,17 +431,19 @@ class _BaseMLP(BaseEstimator):
             self._optimizer_state = optimizer.state(net.backend, net.params)
         state = self._optimizer_state
         optimizer = state.optimizer
+
+        def apply_update():  # the optimizer's update of the model, after the step's checks
+            state.apply(net.backend, net.params, net.grads)
         lr_scale = fused.scale if fused is not None and self.solver == "sgd" else 1.0
         self._fused_epochs = fused is not None
         masks_rng = np.random.default_rng(rng.randint(np.iinfo(np.int32).max)) if dropout else None
         trainer = None
         if dropout:
-            from .train import Trainer
             trainer = Trainer(net, "mse", optimizer, dropout=dropout)
             trainer.rng = masks_rng
         loss = self._loss
         best = None
-        with net._lock:
+        with net.lock:
             Xd, Yd, wd = self._device(X, Y, w)
             if steps is not None:
                 steps.take(n)  # this rank's rows of the training set: [steps.lo, steps.hi)
@@ -453,7 +459,7 @@ class _BaseMLP(BaseEstimator):
                     if steps is not None:
                         reported = steps.step(net, Xd, Yd, w, rows, loss, self.alpha, self.l1,
                                               trainer)
-                        state.apply(net.backend, net.params, net.grads)
+                        finish_step(apply_update, net.grads, reported)
                         accumulated += reported * len(rows)
                         continue
                     if self.shuffle:
@@ -467,11 +473,12 @@ class _BaseMLP(BaseEstimator):
                                                              self.alpha, self.l1)
                     else:
                         _, reported = loss_and_grad(net, Xb, Yb, wb, loss, self.alpha, self.l1)
-                    if not np.isfinite(reported):
+                    try:
+                        finish_step(apply_update, net.grads, reported)
+                    except NonFiniteLossError:
                         raise FloatingPointError(
                             f"the loss became {reported} in iteration {self.n_iter_ + 1}; try a "
-                            "smaller learning_rate_init")
-                    state.apply(net.backend, net.params, net.grads)
+                            "smaller learning_rate_init") from None
                     accumulated += reported * len(rows)
                 self.n_iter_ += 1
                 self.loss_ = accumulated / n
@@ -529,9 +536,8 @@ class _BaseMLP(BaseEstimator):
         return best
 
     def _fit_lbfgs(self, X, Y, w, steps=None):
-        from .lbfgs import fit_lbfgs
         net = self.model_
-        with net._lock:
+        with net.lock:
             Xd, Yd, wd = self._device(X, Y, w)
             loss, alpha, l1 = self._loss, self.alpha, self.l1
             reported = {}
@@ -594,7 +600,6 @@ class _FusedEpochs:
     """
 
     def __init__(self, net, loss, scale, optimizer, alpha, l1, n, batch_size):
-        from .train import Trainer
         self.scale, self.b = scale, batch_size
         self.m = (n // batch_size) * batch_size
         self.r = n - self.m
@@ -627,13 +632,13 @@ class _FusedEpochs:
 def _loss_and_grad_dropout(net, trainer, X, Y, w, loss, alpha, l1):
     """``loss_and_grad`` with inverted-dropout masks on the hidden layers (training only)."""
     masks = trainer.masks(X.shape[0])
-    ws = net._workspace(X.shape[0])
+    ws = net.workspace(X.shape[0])
     ws.dropout_buffers(net.backend, net.layers, net.dtype)
-    F = net._forward(X, ws, masks)
+    F = net.run_forward(X, ws, masks)
     sw_sum = float(_xp(w).sum(w, dtype=np.float64))
     value, reported = loss(F, Y, (w / sw_sum).astype(F.dtype, copy=False), ws.G[-1])
-    net._backward(X, ws, masks)
-    for W, dW in zip(net._W, net._dW):
+    net.run_backward(X, ws, masks)
+    for W, dW in zip(net.W, net.dW):
         if alpha or l1:
             p = float(net.backend._weight_penalty(W, dW, l1 / sw_sum, alpha / sw_sum))
             value += p
@@ -652,7 +657,6 @@ def _agree_estimator(est, comm, X, Y, w, reset, incremental):
 
     from numpy.random import RandomState
 
-    from .distributed import DistributedError, _agree
 
     digest = hashlib.sha256()
     for a in (X, Y, w):
@@ -670,7 +674,7 @@ def _agree_estimator(est, comm, X, Y, w, reset, incremental):
               "rows": X.shape[0], "mode": (bool(reset), bool(incremental)),
               "generator": rng_state}
     proposal = int(np.random.SeedSequence().entropy % 2**32)
-    records = _agree(comm, None, (record, proposal))
+    records = agree(comm, None, (record, proposal))
     for r, (other, _) in enumerate(records):
         for key in record:
             if other[key] != records[0][0][key]:
@@ -697,12 +701,10 @@ class _ReducedSteps:
     every rank holds all the weights), which is (S_r/S) g_r without dividing by S_r (which
     may be 0). The penalty's gradient (alpha/S) W (+ (l1/S) sign W) depends on the weights
     only, the same on every rank, so it is added once after the reduction. One flat buffer
-    [dW, db..., objective, reported loss], ONE Allreduce per step (distributed._Transport).
+    [dW, db..., objective, reported loss], ONE Allreduce per step (distributed.Transport).
     """
 
     def __init__(self, comm, net):
-        from .distributed import _Transport
-        from .distributed import _xp as array_module
         self.comm, self.rank, self.size = comm, comm.Get_rank(), comm.Get_size()
         self.grads = net.grads
         self.xp = array_module(self.grads[0])
@@ -710,7 +712,7 @@ class _ReducedSteps:
         self.S = sum(int(g.size) for g in self.grads) + 2
         self.send = self.xp.zeros(self.S, dtype)
         self.recv = self.xp.zeros(self.S, dtype)
-        self.transport = _Transport(comm, self.xp, dtype)
+        self.transport = Transport(comm, self.xp, dtype)
         self.lo = self.hi = 0
 
     def take(self, n):
@@ -720,7 +722,6 @@ class _ReducedSteps:
     def step(self, net, Xd, Yd, w, rows, loss, alpha, l1, trainer=None, both=False):
         """The reduced gradient of the batch ``rows`` (global indices) into net.grads; returns
         the reported loss (with ``both``: (objective, reported)), the same on every rank."""
-        from .train import NonFiniteLossError
         rows = np.asarray(rows)
         sw_sum = float(np.sum(w[rows], dtype=np.float64))
         mine = (rows >= self.lo) & (rows < self.hi)
@@ -735,17 +736,17 @@ class _ReducedSteps:
             if masks is not None:
                 p = net.backend.asarray(pos, np.int64) if self.xp is not np else pos
                 masks = [None if M is None else M[p] for M in masks]
-            ws = net._workspace(Xb.shape[0])
+            ws = net.workspace(Xb.shape[0])
             if masks is not None:
                 ws.dropout_buffers(net.backend, net.layers, net.dtype)
-                F = net._forward(Xb, ws, masks)
+                F = net.run_forward(Xb, ws, masks)
             else:
-                F = net._forward(Xb, ws)
+                F = net.run_forward(Xb, ws)
             value, reported = loss(F, Yb, wn, ws.G[-1])
             if masks is not None:
-                net._backward(Xb, ws, masks)
+                net.run_backward(Xb, ws, masks)
             else:
-                net._backward(Xb, ws)
+                net.run_backward(Xb, ws)
         o = 0
         for g in self.grads:
             view = self.send[o:o + g.size].reshape(g.shape)
@@ -762,7 +763,7 @@ class _ReducedSteps:
             o += g.size
         value, reported = float(self.recv[o]), float(self.recv[o + 1])
         if alpha or l1:
-            for W, dW in zip(net._W, net._dW):
+            for W, dW in zip(net.W, net.dW):
                 p = float(net.backend._weight_penalty(W, dW, l1 / sw_sum, alpha / sw_sum))
                 value += p
                 reported += p

@@ -17,8 +17,8 @@ from . import _checks, model_file
 from .backends import get_backend
 from .init import init_params
 from .standardize import Standardizer
-from .tensor.dense import forward as tensor_forward
-from .tensor.dense import parameters as tensor_parameters
+from .tensor.core import leaf
+from .tensor.dense import forward as mlp_forward
 from .tensor.derivatives import derivatives as tensor_derivatives
 
 
@@ -83,24 +83,33 @@ class MLP:
         self.backend = get_backend(backend)
         self.standardizer = None
         weights, biases = init_params(self.layers, init, seed)
-        self._W = [self.backend.asarray(W, self.dtype) for W in weights]
-        self._b = [self.backend.asarray(b, self.dtype) for b in biases]
-        self._dW = [self.backend.zeros(W.shape, self.dtype) for W in weights]
-        self._db = [self.backend.zeros(b.shape, self.dtype) for b in biases]
+        # the parameters W_l, b_l and their gradient buffers dW_l, db_l: arrays of the backend
+        # that every path updates in place (the kernels, the fused steps, the optimizers through
+        # ``parameters()``), so they are one set of numbers
+        self.W = [self.backend.asarray(W, self.dtype) for W in weights]
+        self.b = [self.backend.asarray(b, self.dtype) for b in biases]
+        self.dW = [self.backend.zeros(W.shape, self.dtype) for W in weights]
+        self.db = [self.backend.zeros(b.shape, self.dtype) for b in biases]
         self._workspaces = {}
+        self._parameter_tensors = None
         # one call at a time: predict, loss_and_grad, fit, set_params and the parameter getters
-        # share the workspaces and parameter buffers (re-entrant: fit calls set_params)
-        self._lock = threading.RLock()
+        # share the workspaces and parameter buffers (re-entrant: fit calls set_params); the
+        # training front ends hold it around every step
+        self.lock = threading.RLock()
+
+    #: the training loop behind ``fit`` (``backprop.train.fit``): the loop is a layer above the
+    #: model, so it sets this when it is imported (``import backprop`` imports it)
+    training_loop = None
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        del state["_lock"]
+        del state["lock"]
         state["_workspaces"] = {}
         return state
 
     def __setstate__(self, state):
         self.__dict__.update(state)
-        self._lock = threading.RLock()
+        self.lock = threading.RLock()
 
     # ---- parameters -------------------------------------------------------------------
 
@@ -117,24 +126,24 @@ class MLP:
     @property
     def weights(self):
         """Host copies of W_0 ... W_{L-1}, W_l of shape (p_l, p_{l+1})."""
-        with self._lock:
-            return [np.array(self.backend.to_numpy(W)) for W in self._W]
+        with self.lock:
+            return [np.array(self.backend.to_numpy(W)) for W in self.W]
 
     @property
     def biases(self):
         """Host copies of b_0 ... b_{L-1}, b_l of shape (p_{l+1},)."""
-        with self._lock:
-            return [np.array(self.backend.to_numpy(b)) for b in self._b]
+        with self.lock:
+            return [np.array(self.backend.to_numpy(b)) for b in self.b]
 
     @property
     def params(self):
         """The backend's parameter arrays in optimizer order: W_0, b_0, W_1, b_1, ..."""
-        return [p for pair in zip(self._W, self._b) for p in pair]
+        return [p for pair in zip(self.W, self.b) for p in pair]
 
     @property
     def grads(self):
         """The backend's gradient buffers, in the order of ``params``."""
-        return [g for pair in zip(self._dW, self._db) for g in pair]
+        return [g for pair in zip(self.dW, self.db) for g in pair]
 
     @property
     def n_params(self):
@@ -145,11 +154,11 @@ class MLP:
         makes them reproducible. ``fit`` continues from the current parameters: call this to
         start a new training from scratch."""
         weights, biases = init_params(self.layers, self.init, seed)
-        with self._lock:
+        with self.lock:
             self.seed = seed
             for l, (W, b) in enumerate(zip(weights, biases)):
-                self._W[l][...] = self.backend.asarray(W, self.dtype)
-                self._b[l][...] = self.backend.asarray(b, self.dtype)
+                self.W[l][...] = self.backend.asarray(W, self.dtype)
+                self.b[l][...] = self.backend.asarray(b, self.dtype)
         return self
 
     def set_params(self, weights, biases):
@@ -171,30 +180,33 @@ class MLP:
             _checks.check_fits(W, self.dtype, f"weights[{l}]")
             _checks.check_fits(b, self.dtype, f"biases[{l}]")
             checked.append((W, b))
-        with self._lock:
+        with self.lock:
             for l, (W, b) in enumerate(checked):
-                self._W[l][...] = self.backend.asarray(W, self.dtype)
-                self._b[l][...] = self.backend.asarray(b, self.dtype)
+                self.W[l][...] = self.backend.asarray(W, self.dtype)
+                self.b[l][...] = self.backend.asarray(b, self.dtype)
 
     # ---- forward and backward ---------------------------------------------------------
 
-    def _workspace(self, n):
+    def workspace(self, n):
         if n not in self._workspaces:
             if len(self._workspaces) >= 4:  # a few batch sizes are live at once (batch, last, val)
                 self._workspaces.pop(next(iter(self._workspaces)))
             self._workspaces[n] = Workspace(self.backend, self.layers, n, self.dtype)
         return self._workspaces[n]
 
-    def _on_device(self, x):
+    def on_device(self, x):
         """Whether ``x`` is an array of the backend's own (a CuPy array on the cuda backend)."""
         on_device = getattr(self.backend, "is_device_array", None)
         return on_device is not None and bool(on_device(x))
 
-    def _input(self, X, standardizer=None):
-        """X checked, standardized (by ``standardizer``, else the model's own, if any), on the
-        backend in the model's dtype; values that would overflow that dtype raise."""
+    def input_array(self, X, standardizer=None, standardize=True):
+        """X checked, standardized (by ``standardizer``, else the model's own, if any; not at
+        all with ``standardize=False``), on the backend in the model's dtype; values that would
+        overflow that dtype raise."""
         standardizer = self.standardizer if standardizer is None else standardizer
-        if self._on_device(X):  # checked and standardized where it is, no copy to the host
+        if not standardize:
+            standardizer = None
+        if self.on_device(X):  # checked and standardized where it is, no copy to the host
             X = _checks.check_inputs(X, self.layers[0])
             if standardizer is not None:  # (X - mean) / scale
                 _checks.check_fits(X, np.float64, "X")
@@ -213,14 +225,14 @@ class MLP:
             X = _checks.cast(standardizer.transform(X), self.dtype, "the standardized X")
         return self.backend.asarray(X, self.dtype)
 
-    def _target(self, Y, n, loss):
+    def target_array(self, Y, n, loss):
         Y = _checks.check_targets(Y, n, self.layers[-1], loss)
-        if self._on_device(Y):
+        if self.on_device(Y):
             return self.backend.asarray(_checks.check_fits(Y, self.dtype, "Y"), self.dtype)
         return self.backend.asarray(_checks.cast(Y, self.dtype, "Y", " (rescale the targets)"),
                                     self.dtype)
 
-    def _forward(self, X, ws, masks=None):
+    def run_forward(self, X, ws, masks=None):
         """F, with every layer's activation left in the workspace for the backward pass.
 
         H_{l+1} = A_l W_l + b_l, A_{l+1} = act(H_{l+1}); with dropout, A_{l+1} ⊙ M_l feeds layer l+1.
@@ -228,7 +240,7 @@ class MLP:
         backend, acts = self.backend, self.layer_activations
         A = X
         for l in range(self.n_layers):
-            A = backend._dense_forward(A, self._W[l], self._b[l], acts[l], ws.A[l + 1])
+            A = backend._dense_forward(A, self.W[l], self.b[l], acts[l], ws.A[l + 1])
             if masks is not None and l < self.n_layers - 1 and masks[l] is not None:
                 A = backend._dropout(A, masks[l], ws.D[l + 1])
         return A
@@ -241,7 +253,7 @@ class MLP:
             return ws.D[l]
         return ws.A[l]
 
-    def _backward(self, X, ws, masks=None, need_dX=False):
+    def run_backward(self, X, ws, masks=None, need_dX=False):
         """dW_l, db_l into the model's gradient buffers; returns dX (or None).
 
         Starts from G = ws.G[L-1] = dLoss/dH_L and runs, from the last layer to the first,
@@ -253,31 +265,50 @@ class MLP:
             A_in = self._layer_input(X, ws, masks, l)
             if l == 0:
                 dX = ws.dX if need_dX else None
-                backend._dense_backward(G, A_in, self._W[0], None, self._dW[0], self._db[0], dX)
+                backend._dense_backward(G, A_in, self.W[0], None, self.dW[0], self.db[0], dX)
                 return dX
             if masks is not None and masks[l - 1] is not None:
                 # dLoss/d(A ⊙ M) = G Wᵀ, then through the mask, then through act'(A)
                 dD = ws.G[l - 1]
-                backend._dense_backward(G, A_in, self._W[l], None, self._dW[l], self._db[l], dD)
+                backend._dense_backward(G, A_in, self.W[l], None, self.dW[l], self.db[l], dD)
                 backend._dropout(dD, masks[l - 1], dD)
                 backend._activation_backward(dD, ws.A[l], acts[l - 1], dD)
             else:
-                backend._dense_backward(G, A_in, self._W[l], acts[l - 1], self._dW[l],
-                                        self._db[l], ws.G[l - 1])
+                backend._dense_backward(G, A_in, self.W[l], acts[l - 1], self.dW[l],
+                                        self.db[l], ws.G[l - 1])
         return None
 
-    def _loss_and_grad(self, X, Y, loss, masks=None, need_dX=False):
+    def run_loss_and_grad(self, X, Y, loss, masks=None, need_dX=False):
         """Loss value, gradients into the model's buffers, and dX; X and Y already on the backend."""
-        ws = self._workspace(X.shape[0])
+        ws = self.workspace(X.shape[0])
         if masks is not None:
             ws.dropout_buffers(self.backend, self.layers, self.dtype)
-        F = self._forward(X, ws, masks)
+        F = self.run_forward(X, ws, masks)
         G = ws.G[-1]
         value = self.backend._loss(loss, F, Y, G)
         if self.output_activation != "identity":
             self.backend._activation_backward(G, F, self.output_activation, G)
-        dX = self._backward(X, ws, masks, need_dX)
+        dX = self.run_backward(X, ws, masks, need_dX)
         return value, dX
+
+    def compute_gradients(self, X, Y, loss, l1=0.0, l2=0.0, masks=None):
+        """The gradient half of one training step, as kernels of the backend.
+
+            F = forward(X);  value, G = loss(F, Y);  G = act_out'(F) ⊙ G;  dW_l, db_l = backward(G)
+            value_l = l1 Σ|W_l| + (l2/2) Σ W_l²;  dW_l += l1 sign(W_l) + l2 W_l     (when l1 or l2)
+
+        X and Y are arrays of the backend (checked by the caller); the gradients land in
+        ``dW``/``db`` (``grads``). Returns the loss terms [data loss, penalty_0, penalty_1, ...]
+        (no penalty terms when l1 = l2 = 0) exactly as the kernels returned them: nothing is
+        read back to the host here, so a backend can record this sequence (the cuda backend
+        captures it in a CUDA graph). The step's loss is their sum, added in this order
+        (``backprop.step.step_loss``).
+        """
+        value, _ = self.run_loss_and_grad(X, Y, loss, masks=masks)
+        values = [value]
+        if l1 != 0 or l2 != 0:
+            values += [self.backend._weight_penalty(W, dW, l1, l2) for W, dW in zip(self.W, self.dW)]
+        return values
 
     # ---- public API -------------------------------------------------------------------
 
@@ -286,9 +317,9 @@ class MLP:
 
         F is a buffer of the model's workspace that the next call overwrites.
         """
-        with self._lock:
-            ws = self._workspace(X.shape[0])
-            return self._forward(X, ws)
+        with self.lock:
+            ws = self.workspace(X.shape[0])
+            return self.run_forward(X, ws)
 
     def predict(self, X):
         """The network's output F (n x p_L) for inputs X (n x p_0): numpy in, numpy out.
@@ -296,14 +327,14 @@ class MLP:
         An array of the backend (a CuPy array on the cuda backend) gives an array of the
         backend, with no copy through the host.
         """
-        if self._on_device(X):
-            with self._lock:
-                X = self._input(X)
-                F = self._forward(X, self._workspace(X.shape[0]))
+        if self.on_device(X):
+            with self.lock:
+                X = self.input_array(X)
+                F = self.run_forward(X, self.workspace(X.shape[0]))
                 return F.copy()  # a copy: the workspace buffer is reused
-        with self._lock:
-            X = self._input(X)
-            F = self._forward(X, self._workspace(X.shape[0]))
+        with self.lock:
+            X = self.input_array(X)
+            F = self.run_forward(X, self.workspace(X.shape[0]))
             return np.array(self.backend.to_numpy(F))
 
     def loss_and_grad(self, X, Y, loss="sse"):
@@ -312,23 +343,25 @@ class MLP:
         dLoss/dX is Raissi's G_0 W_0ᵀ, taken with respect to the raw X (before any Standardizer).
         """
         loss = _checks.check_loss(loss)
-        with self._lock:
+        with self.lock:
             standardizer = self.standardizer
-            Xb = self._input(X, standardizer)
-            Yb = self._target(Y, Xb.shape[0], loss)
-            value, dX = self._loss_and_grad(Xb, Yb, loss, need_dX=True)
+            Xb = self.input_array(X, standardizer)
+            Yb = self.target_array(Y, Xb.shape[0], loss)
+            value, dX = self.run_loss_and_grad(Xb, Yb, loss, need_dX=True)
             dX = np.array(self.backend.to_numpy(dX))
             if standardizer is not None:
                 dX = dX / standardizer.scale.astype(dX.dtype)
-            grads = Grads([np.array(self.backend.to_numpy(g)) for g in self._dW],
-                          [np.array(self.backend.to_numpy(g)) for g in self._db], dX)
+            grads = Grads([np.array(self.backend.to_numpy(g)) for g in self.dW],
+                          [np.array(self.backend.to_numpy(g)) for g in self.db], dX)
             return float(value), grads
 
     def fit(self, X, Y, loss="mse", optimizer="adam", lr=1e-3, epochs=100, batch_size=None,
             l1=0.0, l2=0.0, dropout=0.0, validation_data=None, early_stopping=None,
             shuffle=True, verbose=False, **options):
         """Trains the network; see ``backprop.train.fit`` for every option. Returns a History."""
-        from .train import fit
+        fit = MLP.training_loop
+        if fit is None:
+            raise RuntimeError("MLP.fit needs the training loop: import backprop")
         return fit(self, X, Y, loss=loss, optimizer=optimizer, lr=lr, epochs=epochs,
                    batch_size=batch_size, l1=l1, l2=l2, dropout=dropout,
                    validation_data=validation_data, early_stopping=early_stopping,
@@ -345,7 +378,7 @@ class MLP:
         config = self.config()
         config["dtype"] = self.dtype if dtype is None else dtype
         net = MLP(backend=backend, **config)
-        with self._lock:
+        with self.lock:
             weights, biases, standardizer = self.weights, self.biases, self.standardizer
         net.set_params(weights, biases)
         net.standardizer = None if standardizer is None else standardizer.copy()
@@ -361,13 +394,26 @@ class MLP:
 
     # ---- the Tensor layer ---------------------------------------------------------------
 
-    def __call__(self, X):
-        """F = net(X) as a Tensor (X a Tensor or an array): one recorded dense node per layer."""
-        return tensor_forward(self, X)
+    def __call__(self, X, standardize=True):
+        """F = net(X) as a Tensor (X a Tensor or an array): one recorded dense node per layer.
+
+        The model's Standardizer, if any, is applied to X first (``standardize=False``: X is
+        already standardized, as the arrays ``fit`` and ``Trainer`` hand to a callable loss).
+        An array X is checked, standardized in float64 and cast as ``predict`` does."""
+        return mlp_forward(self, X, standardize)
 
     def parameters(self):
-        """[W_0, b_0, W_1, b_1, ...] as Tensors that share memory with the model."""
-        return tensor_parameters(self)
+        """[W_0, b_0, W_1, b_1, ...] as leaf Tensors (requires_grad) whose ``value`` *is* the
+        model's array: give them to an optimizer (``bp.optim.Adam(net.parameters())``) and every
+        update is the model's, seen by ``predict`` and the fused paths alike. The same Tensors
+        come back on every call, so gradients of several ``net(X)`` calls accumulate in one
+        place."""
+        arrays = self.params
+        cached = self._parameter_tensors
+        if cached is None or any(t.value is not a for t, a in zip(cached, arrays)):
+            cached = [leaf(a, self.backend, requires_grad=True) for a in arrays]
+            self._parameter_tensors = cached
+        return list(cached)
 
     def derivatives(self, X, first=(), second=(), names=None):
         """(u, du..., d2u...): the output and its derivatives w.r.t. the inputs, as Tensors
@@ -383,7 +429,7 @@ class MLP:
 
         After distributed training (fit(..., comm=...)) every rank holds the same parameters:
         save on rank 0 only (``if comm.Get_rank() == 0: net.save(path)``), not on every rank."""
-        with self._lock:
+        with self.lock:
             weights, biases, standardizer = self.weights, self.biases, self.standardizer
         model_file.write(path, self.config(), weights, biases,
                          None if standardizer is None else (standardizer.mean, standardizer.scale),

@@ -9,14 +9,13 @@ An objective is either
 
 ``value_and_grads`` evaluates it, backpropagates through the recorded graph (each dense layer a
 ``dense_forward``/``dense_backward`` node) and writes dLoss/dW_l, dLoss/db_l into the model's
-gradient buffers ``net._dW``, ``net._db`` (the layout of ``MLP.grads``), so the optimizer update
+gradient buffers ``net.dW``, ``net.db`` (the layout of ``MLP.grads``), so the optimizer update
 that follows is the library's own: ``OptimizerState.apply(backend, net.params, net.grads)``.
 """
 
 from __future__ import annotations
 
-import numpy as np
-
+from .step import finish_step
 from .tensor.autograd import run
 from .tensor.core import Tensor, is_backend_array, leaf
 from .tensor.dense import parameters
@@ -30,7 +29,7 @@ def loss_objective(loss, X, Y):
 
     def objective(net):
         Yt = Y if isinstance(Y, Tensor) else leaf(_on_backend(net, Y), net.backend)
-        return loss(net(X), Yt)
+        return loss(net(X, standardize=False), Yt)  # X: the caller's prepared (standardized) rows
     objective.__name__ = getattr(loss, "__name__", "loss")
     return objective
 
@@ -42,7 +41,7 @@ def _on_backend(net, Y):
 
 def value_and_grads(net, objective, l1=0.0, l2=0.0):
     """The objective's value (a float, with the L1/L2 penalty when given), and its gradients with
-    respect to the model's parameters written into ``net._dW`` and ``net._db``.
+    respect to the model's parameters written into ``net.dW`` and ``net.db``.
 
     A parameter the objective does not use gets a zero gradient. The penalty is the library's
     (``weight_penalty`` kernel: l1 Σ|W| + (l2/2) Σ W² added to the value, its gradient to dW).
@@ -70,7 +69,7 @@ def value_and_grads(net, objective, l1=0.0, l2=0.0):
         else:
             buf[...] = g
     if l1 != 0 or l2 != 0:
-        for W, dW in zip(net._W, net._dW):
+        for W, dW in zip(net.W, net.dW):
             value += float(net.backend._weight_penalty(W, dW, l1, l2))
     return value
 
@@ -80,7 +79,4 @@ def step(net, state, objective, l1=0.0, l2=0.0):
     library's optimizer update (``state`` an ``optim.OptimizerState``). Returns the value before
     the update; a value that is not finite raises FloatingPointError before the update."""
     value = value_and_grads(net, objective, l1, l2)
-    if not np.isfinite(value):
-        raise FloatingPointError(f"the objective is {value}")
-    state.apply(net.backend, net.params, net.grads)
-    return value
+    return finish_step(lambda: state.apply(net.backend, net.params, net.grads), net.grads, value)

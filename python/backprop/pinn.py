@@ -25,7 +25,7 @@ import numpy as np
 from . import objective as _objective
 from .model import MLP
 from .optim import Adam
-from .lbfgs import LBFGS
+from .optim import LBFGS
 from .tensor import Tensor, grad, mse
 from .train import Trainer
 

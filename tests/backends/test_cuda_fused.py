@@ -96,7 +96,7 @@ def test_trainer_steps_equal_kernel_path_with_changing_lr(emu, rng, dtype):
         for fused in (False, True):
             net = bp.MLP(LAYERS, backend=emu, dtype=dtype, seed=0)
             tr = Trainer(net, "mse", OPTIMIZERS[name](), l2=1e-2, fused=fused)
-            Xb, Yb = net._input(X), net._target(Y, 12, "mse")
+            Xb, Yb = net.input_array(X), net.target_array(Y, 12, "mse")
             curve = []
             for i in range(5):
                 tr.optimizer.lr = [1e-2, 1e-2, 5e-3, 2e-2, 2e-2][i]
@@ -207,7 +207,7 @@ def test_launches_per_step(emu, rng, optimizer):
     X, Y = data(rng, n=16)
     net = bp.MLP(LAYERS, backend=emu, dtype="float32", seed=0, output_activation="sigmoid")
     tr = Trainer(net, "bce", optimizer, lr=1e-2, l2=1e-3)
-    Xb, Yb = net._input(X), net._target((Y > 0).astype(float), 16, "bce")
+    Xb, Yb = net.input_array(X), net.target_array((Y > 0).astype(float), 16, "bce")
     tr.step(Xb, Yb)  # captures the graph
     graphs = tr.native()._graphs
     assert [g.graph.kernels for g in graphs.values()] == [graph_kernels(3, True, "sigmoid")]
@@ -255,7 +255,7 @@ def test_the_graph_holds_the_workspace_it_captured(emu, rng):
     for fused in (False, True):
         net = bp.MLP(LAYERS, backend=emu, dtype="float64", seed=0)
         tr = Trainer(net, "mse", "sgd", lr=1e-2, fused=fused)
-        Xb, Yb = net._input(X), net._target(Y, 12, "mse")
+        Xb, Yb = net.input_array(X), net.target_array(Y, 12, "mse")
         values = [tr.step(Xb, Yb)]
         if fused:
             held = tr.native()._graphs[(12, 0)].workspace
@@ -282,9 +282,9 @@ def test_epoch_with_order_gathers_rows(emu, rng):
         opt = bp.optim.SGD(lr=0.05)
         tr = emu.make_trainer(net, "mse", opt, opt.state(emu, net.params))
         if gathered:
-            out = tr.epoch(net._input(X), net._target(Y, 11, "mse"), 4, order, 0.05, 0)
+            out = tr.epoch(net.input_array(X), net.target_array(Y, 11, "mse"), 4, order, 0.05, 0)
         else:
-            out = tr.epoch(net._input(X[order]), net._target(Y[order], 11, "mse"), 4, None, 0.05, 0)
+            out = tr.epoch(net.input_array(X[order]), net.target_array(Y[order], 11, "mse"), 4, None, 0.05, 0)
         losses.append(out)
         nets.append(net)
     np.testing.assert_array_equal(losses[1], losses[0])
@@ -295,7 +295,7 @@ def test_graphs_kept_per_trainer_are_bounded(emu, rng):
     X, Y = data(rng, n=12)
     net = bp.MLP(LAYERS, backend=emu, dtype="float64", seed=0)
     tr = Trainer(net, "mse", "sgd", lr=1e-2)
-    Xb, Yb = net._input(X), net._target(Y, 12, "mse")
+    Xb, Yb = net.input_array(X), net.target_array(Y, 12, "mse")
     for n in range(1, 12):
         tr.step(Xb[:n], Yb[:n])
     assert len(tr.native()._graphs) == 8

@@ -24,7 +24,7 @@ def _train_both(backend, dtype, optimizer, builtin, custom, rng, steps=25):
     a = bp.MLP([3, 6, 6, 2], activation="tanh", backend=backend, dtype=dtype, seed=4)
     b = a.copy()
     trainer = Trainer(a, builtin, optimizer(), fused=False)
-    Xb, Yb = a._input(X), a._target(Y, 16, builtin)
+    Xb, Yb = a.input_array(X), a.target_array(Y, 16, builtin)
     state = OptimizerState(optimizer(), b.backend, b.params)
     losses_a, losses_b = [], []
     for start in range(steps):
@@ -116,7 +116,7 @@ def test_fit_with_a_callable_loss_gives_the_builtin_bits_on_numpy(shuffle, batch
 
 def test_trainer_with_an_objective_and_its_bad_uses(rng):
     net = bp.MLP([1, 5, 1], backend="numpy", dtype="float64", seed=0)
-    X = net._input(rng.uniform(-1, 1, (8, 1)))
+    X = net.input_array(rng.uniform(-1, 1, (8, 1)))
     target = np.sin(3 * np.asarray(X))
 
     def objective(net):

@@ -211,7 +211,7 @@ class CpuBackend(HostMemory, Backend):
             kind = "nesterov" if optimizer.nesterov else "momentum"
             state1 = [s["velocity"] for s in slots]
         cls = _cpu.Trainer32 if net.dtype == np.float32 else _cpu.Trainer64
-        return cls(list(net._W), list(net._b), list(net._dW), list(net._db),
+        return cls(list(net.W), list(net.b), list(net.dW), list(net.db),
                    list(net.layer_activations), loss, kind, state1, state2, float(optimizer.lr),
                    float(getattr(optimizer, "momentum", 0.0)), float(getattr(optimizer, "beta1", 0.9)),
                    float(getattr(optimizer, "beta2", 0.999)), float(getattr(optimizer, "eps", 1e-8)),

@@ -178,6 +178,12 @@ class Tensor:
         self._grad = g
 
     @property
+    def has_grad(self):
+        """Whether a gradient was written since the last ``zero_grad`` (PyTorch's ``grad is not
+        None``): an optimizer skips a parameter without one."""
+        return self._grad is not None
+
+    @property
     def op_name(self):
         """The name of the operation that made this tensor (None for a leaf)."""
         return None if self._op is None else self._op.op_name

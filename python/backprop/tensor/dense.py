@@ -79,47 +79,36 @@ _DENSE_BACKWARD = {name: _make_dense_backward(name)
 # ---- the MLP as a function of Tensors -------------------------------------------------------
 
 def parameters(net):
-    """[W_0, b_0, W_1, b_1, ...] as Tensors (requires_grad) sharing memory with the model.
-
-    The same Tensors are returned on every call while the model keeps its arrays, so gradients of
-    several ``net(X)`` calls accumulate in one place."""
-    cached = getattr(net, "_tensor_parameters", None)
-    arrays = net.params
-    if cached is not None and len(cached) == len(arrays) and all(
-            t.value is a for t, a in zip(cached, arrays)):
-        return list(cached)
-    cached = [leaf(a, net.backend, requires_grad=True) for a in arrays]
-    net._tensor_parameters = cached
-    return list(cached)
+    """[W_0, b_0, W_1, b_1, ...] as Tensors (requires_grad) sharing memory with the model
+    (``MLP.parameters``)."""
+    return net.parameters()
 
 
-def _input(net, X):
-    """X as a Tensor of the model's backend and dtype, standardized when the model has a Standardizer."""
-    if isinstance(X, Tensor):
-        if X.backend is not net.backend:
-            _fail("net(X)", TypeError, f"X is on backend {X.backend.name!r} but the model on "
-                                       f"{net.backend.name!r}")
-        if X.value.dtype != net.dtype:
-            _fail("net(X)", TypeError, f"X has dtype {X.value.dtype} but the model {net.dtype}")
-        if X.value.ndim != 2 or X.value.shape[1] != net.layers[0]:
-            _fail("net(X)", ValueError, f"X must be n x {net.layers[0]}; got shape {X.shape}")
-    else:
-        if is_backend_array(net.backend, X) and not isinstance(X, np.ndarray):
-            X = leaf(net.backend.asarray(X, net.dtype), net.backend)
-        else:
-            X = leaf(net.backend.asarray(_checks.check_inputs(X, net.layers[0]), net.dtype),
-                     net.backend)
-    if net.standardizer is not None:
+def _input(net, X, standardize=True):
+    """X as a Tensor of the model's backend and dtype, standardized when the model has a
+    Standardizer (unless ``standardize`` is False). An array is checked, standardized in float64
+    and cast as ``predict`` does (``MLP.input_array``); a Tensor is standardized by recorded
+    operations in its dtype, so gradients reach it."""
+    if not isinstance(X, Tensor):
+        return leaf(net.input_array(X, standardize=standardize), net.backend)
+    if X.backend is not net.backend:
+        _fail("net(X)", TypeError, f"X is on backend {X.backend.name!r} but the model on "
+                                   f"{net.backend.name!r}")
+    if X.value.dtype != net.dtype:
+        _fail("net(X)", TypeError, f"X has dtype {X.value.dtype} but the model {net.dtype}")
+    if X.value.ndim != 2 or X.value.shape[1] != net.layers[0]:
+        _fail("net(X)", ValueError, f"X must be n x {net.layers[0]}; got shape {X.shape}")
+    if standardize and net.standardizer is not None:
         mean = net.backend.asarray(net.standardizer.mean, net.dtype)
         scale = net.backend.asarray(net.standardizer.scale, net.dtype)
         X = (X - mean) / scale
     return X
 
 
-def forward(net, X):
+def forward(net, X, standardize=True):
     """F = net(X) as a Tensor: one dense node per layer (its forward dense_forward, its backward
-    dense_backward)."""
-    A = _input(net, X)
+    dense_backward); ``standardize`` as ``_input``."""
+    A = _input(net, X, standardize)
     params = parameters(net)
     for l, act in enumerate(net.layer_activations):
         A = dense(A, params[2 * l], params[2 * l + 1], act)

@@ -17,7 +17,7 @@ change lives in device memory, in a ``GraphContext`` the capturing code makes ac
   arguments, and updates nothing while ``ctx.skip`` (one int64) is nonzero.
 
 The protocol's signatures carry none of this: the frontend's own kernel sequence
-(``backprop.train.gradient_kernels`` and ``OptimizerState.apply``) is what gets captured.
+(``MLP.compute_gradients`` and ``OptimizerState.apply``) is what gets captured.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ One captured step is, in order:
                                          order and the batch index come from a control block in
                                          device memory) into the graph's fixed staging buffers,
                                          and resets the reductions' counter
-    backprop.train.gradient_kernels      the frontend's forward, loss, backward and penalties,
+    MLP.compute_gradients                the model's forward, loss, backward and penalties,
       (net, Xs, Ys, loss, l1, l2)        unchanged, in graph mode: the loss terms go to the
                                          slots of a GraphContext
     train_step_end                       adds the terms in order, ((data + p0) + p1) + ..., as
@@ -70,7 +70,7 @@ class GraphTrainer:
     kernel-by-kernel Trainer: the same kernels with the same arguments, captured from it."""
 
     def __init__(self, backend, net, loss, optimizer, state, l1=0.0, l2=0.0):
-        from ...train import gradient_kernels  # the frontend's sequence (imported late: no cycle)
+        gradient_kernels = type(net).compute_gradients  # the model's own gradient sequence
         if net.backend is not backend:
             raise ValueError("make_trainer: the model is on another backend")
         if loss not in ("sse", "mse", "cross_entropy", "bce"):
@@ -136,11 +136,11 @@ class GraphTrainer:
         sg = self._graphs.get(key)
         if sg is None:
             sg = _StepGraph(self.backend, self.layers, n, self.dtype, stride)
-            sg.workspace = self.net._workspace(n)
+            sg.workspace = self.net.workspace(n)
             self._upload_header(self._header(X, Y, order, self.lr, self.t, 1, dry=True))
             self._device_key = None
             sg.graph = self.backend.capture(lambda: self._kernels(sg))
-            if self.net._workspace(n) is not sg.workspace:
+            if self.net.workspace(n) is not sg.workspace:
                 raise RuntimeError("cuda trainer: the model replaced its workspace during capture")
             if len(self._graphs) >= _MAX_GRAPHS:  # a few batch sizes are live at once
                 self._graphs.pop(next(iter(self._graphs)))

@@ -1,6 +1,10 @@
-"""L-BFGS over a model's flattened parameters, full batch, with a strong-Wolfe line search.
+"""L-BFGS over flattened parameters, full batch, with a strong-Wolfe line search.
 
-    opt = LBFGS(lr=1, history_size=10, max_iter=100)
+    opt = LBFGS([*net.parameters(), lam], history_size=50, max_iter=5000,
+                line_search_fn="strong_wolfe")
+    opt.step(closure)        # closure(): zero_grad, compute L, L.backward(), return L
+
+    opt = LBFGS(lr=1, history_size=10, max_iter=100)           # over one MLP's arrays
     result = opt.minimize(net, closure)       # closure() -> loss, gradients in net.grads
 
 The vectors (parameters, gradient, direction, the s/y history) are float64 arrays of the
@@ -17,13 +21,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._checks import check_rate
+from .._checks import check_rate
+from ..step import NonFiniteLossError
+from ..tensor.core import enable_grad
+from .base import Optimizer
 
 
 def _xp(a):
     if isinstance(a, np.ndarray):
         return np
-    import cupy
+    import cupy  # a CuPy array: cupy is installed
     return cupy.get_array_module(a)
 
 
@@ -38,11 +45,14 @@ class LBFGSResult:
 
 
 class Flat:
-    """The model's parameters and gradients as one float64 vector on the backend."""
+    """Parameter arrays and their gradients as one float64 vector on the backend.
 
-    def __init__(self, net):
-        self.params = net.params
-        self.grads = net.grads
+    ``grads``: a list of gradient arrays, or a callable that returns it (Tensors' gradients,
+    which each backward makes anew)."""
+
+    def __init__(self, params, grads):
+        self.params = params
+        self.grads = grads
         self.xp = _xp(self.params[0])
         self.sizes = [int(p.size) for p in self.params]
 
@@ -54,7 +64,7 @@ class Flat:
         return self.get(self.params)
 
     def grad(self):
-        return self.get(self.grads)
+        return self.get(self.grads() if callable(self.grads) else self.grads)
 
     def set(self, x):
         start = 0
@@ -166,49 +176,103 @@ def strong_wolfe(obj, x, t, d, f, g, gtd, c1=1e-4, c2=0.9, tolerance_change=1e-9
 _EPS = float(np.finfo(np.float64).eps)
 
 
-class LBFGS:
+class LBFGS(Optimizer):
     """Limited-memory BFGS, full batch (one step = one iteration with its line search).
 
+    params: parameter Tensors (or groups) to minimize over with ``step(closure)``, as PyTorch's
+        ``torch.optim.LBFGS``; None for ``minimize(net, closure)`` over one MLP's arrays.
     lr: the initial step length of each line search (1 is the natural one for L-BFGS; the first
         iteration starts from min(1, 1/||g||₁) · lr). history_size: the (s, y) pairs kept.
-    max_iter: iterations per ``minimize`` call. max_eval: loss evaluations per call (default
-        1.25 max_iter). tolerance_grad: stop when max|g| <= it. tolerance_change: stop when the
-        loss or the step changes by less. line_search: "strong_wolfe" or None (fixed step lr).
+    max_iter: iterations per ``step``/``minimize`` call. max_eval: loss evaluations per call
+        (default 1.25 max_iter). tolerance_grad: stop when max|g| <= it. tolerance_change: stop
+        when the loss or the step changes by less. line_search (or PyTorch's name,
+        ``line_search_fn``): "strong_wolfe" or None (a fixed step lr). The defaults differ from
+        PyTorch's (history_size=100, max_iter=20, no line search): give them to compare.
     """
 
     name = "lbfgs"
     full_batch = True
+    hyperparameters = ("lr", "history_size", "max_iter", "max_eval", "tolerance_grad",
+                       "tolerance_change", "line_search")
 
-    def __init__(self, lr=1.0, history_size=10, max_iter=100, max_eval=None,
-                 tolerance_grad=1e-7, tolerance_change=1e-9, line_search="strong_wolfe"):
-        self.lr = check_rate(lr, "lr")
-        if not (isinstance(history_size, int) and history_size >= 1):
-            raise ValueError(f"history_size must be an integer >= 1; got {history_size!r}")
-        if not (isinstance(max_iter, int) and max_iter >= 1):
-            raise ValueError(f"max_iter must be an integer >= 1; got {max_iter!r}")
-        if line_search not in ("strong_wolfe", None):
-            raise ValueError(f"line_search must be 'strong_wolfe' or None; got {line_search!r}")
-        self.history_size = history_size
-        self.max_iter = max_iter
-        self.max_eval = max_eval if max_eval is not None else max_iter * 5 // 4
-        self.tolerance_grad = check_rate(tolerance_grad, "tolerance_grad")
-        self.tolerance_change = check_rate(tolerance_change, "tolerance_change")
-        self.line_search = line_search
+    def __init__(self, params=None, lr=1.0, history_size=10, max_iter=100, max_eval=None,
+                 tolerance_grad=1e-7, tolerance_change=1e-9, line_search="strong_wolfe", *,
+                 line_search_fn="strong_wolfe"):
+        if line_search_fn != "strong_wolfe":
+            line_search = line_search_fn
+        super().__init__(params, lr=lr, history_size=history_size, max_iter=max_iter,
+                         max_eval=max_eval, tolerance_grad=tolerance_grad,
+                         tolerance_change=tolerance_change, line_search=line_search)
+        if len(self.param_groups) > 1:
+            raise ValueError("LBFGS takes one parameter group (it minimizes over one vector)")
         self.steps = []  # (f, gtd, t, f_new, gtd_new) of every accepted line-search step
+        self.result = None  # the LBFGSResult of the last step()
+
+    def check_hyper(self, hyper):
+        hyper["lr"] = check_rate(hyper["lr"], "lr")
+        if not (isinstance(hyper["history_size"], int) and hyper["history_size"] >= 1):
+            raise ValueError(f"history_size must be an integer >= 1; got {hyper['history_size']!r}")
+        if not (isinstance(hyper["max_iter"], int) and hyper["max_iter"] >= 1):
+            raise ValueError(f"max_iter must be an integer >= 1; got {hyper['max_iter']!r}")
+        if hyper["max_eval"] is None:
+            hyper["max_eval"] = hyper["max_iter"] * 5 // 4
+        if hyper["line_search"] not in ("strong_wolfe", None):
+            raise ValueError(f"line_search must be 'strong_wolfe' or None; got "
+                             f"{hyper['line_search']!r}")
+        hyper["tolerance_grad"] = check_rate(hyper["tolerance_grad"], "tolerance_grad")
+        hyper["tolerance_change"] = check_rate(hyper["tolerance_change"], "tolerance_change")
+        return hyper
 
     def __repr__(self):
         return (f"LBFGS(lr={self.lr}, history_size={self.history_size}, max_iter={self.max_iter}, "
                 f"tolerance_grad={self.tolerance_grad}, tolerance_change={self.tolerance_change}, "
                 f"line_search={self.line_search!r})")
 
+    def step(self, closure, callback=None):
+        """Up to ``max_iter`` iterations over the parameters; returns the first loss (as
+        PyTorch's). ``closure()`` zeroes the gradients, computes the loss L, calls
+        ``L.backward()`` and returns L (a scalar Tensor or a float). The parameters end at the
+        best point the line searches accepted; a loss that becomes NaN or infinite raises
+        ``NonFiniteLossError`` with the parameters of the last finite point. ``self.result`` is
+        the LBFGSResult; ``callback(iteration, loss)`` runs after every iteration."""
+        self._need_params("step")
+        params = self.parameters()
+        backend = self._backend
+
+        def grads():
+            return [p.grad if p.has_grad else backend.zeros(p.value.shape, p.value.dtype)
+                    for p in params]
+
+        def evaluate():
+            with enable_grad():
+                return float(closure())
+        first = []
+
+        def recorded():
+            value = evaluate()
+            if not first:
+                first.append(value)
+            return value
+        self.result = self._run(Flat([p.value for p in params], grads), recorded, callback)
+        if self.result.reason == "the loss is not finite":
+            raise NonFiniteLossError(f"the loss is {self.result.loss} in L-BFGS iteration "
+                                     f"{self.result.n_iter}; the parameters are those of the "
+                                     "last finite point")
+        return first[0]
+
     def minimize(self, net, closure, callback=None):
         """Runs up to max_iter iterations from the model's parameters; returns an LBFGSResult.
 
         closure() computes the full-batch loss at the current parameters, writes the gradients
         into ``net.grads`` and returns the loss (a float). The model ends at the best point the
-        line searches accepted. callback(iteration, loss) runs after every iteration.
+        line searches accepted (the last finite one when the loss became NaN or infinite).
+        callback(iteration, loss) runs after every iteration.
         """
-        flat = Flat(net)
+        return self._run(Flat(net.params, net.grads), closure, callback)
+
+    def _run(self, flat, closure, callback):
+        """The L-BFGS iterations over ``flat`` (Nocedal & Wright's Algorithm 7.4)."""
+        hp = self.param_groups[0] if self.param_groups else self.hyper()
         xp = flat.xp
         result = LBFGSResult()
 
@@ -226,7 +290,7 @@ class LBFGS:
         if not math.isfinite(loss):
             result.reason = "the loss is not finite"
             return result
-        if float(xp.abs(g).max()) <= self.tolerance_grad:
+        if float(xp.abs(g).max()) <= hp["tolerance_grad"]:
             result.converged, result.reason = True, "gradient below tolerance_grad"
             return result
         old_s, old_y, ro = [], [], []
@@ -245,7 +309,7 @@ class LBFGS:
                 # step, -gᵀs (SciPy's L-BFGS-B test): a fixed floor such as 1e-10 stops every
                 # update once the loss itself is that small, and the iterations stall
                 if ys > _EPS * -gtd * t:
-                    if len(old_s) == self.history_size:
+                    if len(old_s) == hp["history_size"]:
                         old_s.pop(0), old_y.pop(0), ro.pop(0)
                     old_s.append(s)
                     old_y.append(y)
@@ -262,100 +326,44 @@ class LBFGS:
                     d = d + old_s[i] * (al[i] - be_i)
             g_prev = g
             loss_prev = loss
-            t = (min(1.0, 1.0 / float(xp.abs(g).sum())) * self.lr if result.n_iter == 1
-                 else self.lr)
+            t = (min(1.0, 1.0 / float(xp.abs(g).sum())) * hp["lr"] if result.n_iter == 1
+                 else hp["lr"])
             gtd = float(xp.dot(g, d))
-            if gtd > -self.tolerance_change:
+            if gtd > -hp["tolerance_change"]:
                 result.n_iter -= 1
                 result.converged, result.reason = True, "no descent direction left"
                 flat.set(x)
                 break
-            if self.line_search == "strong_wolfe":
+            if hp["line_search"] == "strong_wolfe":
                 loss, g, t, _ = strong_wolfe(obj, x, t, d, loss, g, gtd)
                 gtd_new = float(xp.dot(g, d))
                 self.steps.append((loss_prev, gtd, t, loss, gtd_new))
             else:
                 loss, g = obj(x, t, d)
+            if not math.isfinite(loss):  # back to the last finite point
+                flat.set(x)
+                result.loss = loss
+                result.reason = "the loss is not finite"
+                break
             x = x + t * d
             flat.set(x)
             result.loss = loss
             result.losses.append(loss)
             if callback is not None:
                 callback(result.n_iter, loss)
-            if not math.isfinite(loss):
-                result.reason = "the loss is not finite"
-                break
-            if float(xp.abs(g).max()) <= self.tolerance_grad:
+            if float(xp.abs(g).max()) <= hp["tolerance_grad"]:
                 result.converged, result.reason = True, "gradient below tolerance_grad"
                 break
-            if float(xp.abs(d * t).max()) <= self.tolerance_change:
+            if float(xp.abs(d * t).max()) <= hp["tolerance_change"]:
                 result.converged, result.reason = True, "step below tolerance_change"
                 break
-            if abs(loss - loss_prev) < self.tolerance_change:
+            if abs(loss - loss_prev) < hp["tolerance_change"]:
                 result.converged, result.reason = True, "loss change below tolerance_change"
                 break
-            if result.n_iter >= self.max_iter:
+            if result.n_iter >= hp["max_iter"]:
                 result.reason = "max_iter reached"
                 break
-            if result.n_eval >= self.max_eval:
+            if result.n_eval >= hp["max_eval"]:
                 result.reason = "max_eval reached"
                 break
         return result
-
-
-def fit_lbfgs(net, closure, max_iter=100, max_eval=15000, tolerance_grad=1e-7,
-              tolerance_change=None):
-    """One L-BFGS minimization as scikit-learn's solver="lbfgs" runs it (gtol = tol)."""
-    opt = LBFGS(max_iter=max_iter, max_eval=max_eval, tolerance_grad=tolerance_grad,
-                tolerance_change=1e-9 if tolerance_change is None else tolerance_change)
-    return opt.minimize(net, closure)
-
-
-def fit_mlp(net, X, Y, loss="mse", optimizer="lbfgs", lr=None, epochs=100, l1=0.0, l2=0.0,
-            validation_data=None, standardize=False, verbose=False):
-    """``MLP.fit`` with L-BFGS: full batch, one epoch = one L-BFGS iteration (its line search
-    may evaluate the loss several times). ``optimizer``: "lbfgs" (lr = 1, ``epochs``
-    iterations) or an ``LBFGS`` (its own lr and max_iter). Returns a History."""
-    from . import _checks
-    from .train import History, NonFiniteLossError, _count, gradient_kernels, step_loss
-    loss = _checks.check_loss(loss)
-    epochs = _count(epochs, "epochs", 0)
-    l1 = _checks.check_rate(l1, "l1")
-    l2 = _checks.check_rate(l2, "l2")
-    opt = optimizer if isinstance(optimizer, LBFGS) else LBFGS(max_iter=max(epochs, 1))
-    history = History()
-    with net._lock:
-        standardizer = None
-        if standardize:
-            from .standardize import Standardizer
-            standardizer = Standardizer().fit(_checks.check_inputs(X, net.layers[0]))
-        X_dev = net._input(X, standardizer)
-        Y_dev = net._target(Y, X_dev.shape[0], loss)
-        X_val = Y_val = None
-        if validation_data is not None:
-            X_val = net._input(validation_data[0], standardizer)
-            Y_val = net._target(validation_data[1], X_val.shape[0], loss)
-        if standardizer is not None:
-            net.standardizer = standardizer
-        if epochs == 0 and not isinstance(optimizer, LBFGS):
-            return history
-
-        def closure():
-            return step_loss(gradient_kernels(net, X_dev, Y_dev, loss, l1, l2))
-
-        def callback(iteration, value):
-            history.loss.append(value)
-            history.lr.append(opt.lr)
-            if X_val is not None:
-                val, _ = net.backend.loss(loss, net.forward(X_val), Y_val)
-                history.val_loss.append(float(val))
-            if verbose:
-                print(f"lbfgs iteration {iteration}: loss {value:.6g}")
-
-        result = opt.minimize(net, closure, callback=callback)
-        if result.reason == "the loss is not finite":
-            raise NonFiniteLossError(f"the loss is {result.loss} in L-BFGS iteration "
-                                     f"{result.n_iter}")
-    history.stopped_epoch = result.n_iter
-    history.lbfgs = result
-    return history
