@@ -1,0 +1,22 @@
+"""A callable loss with standardize=True sees the model's inputs standardized once, as predict."""
+
+import numpy as np
+import pytest
+
+import backprop as bp
+
+BACKENDS = [b for b in ("numpy", "cpu") if b in bp.available_backends()]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_callable_loss_with_standardize_trains_what_predict_computes(backend):
+    rng = np.random.default_rng(0)
+    X = rng.normal(5.0, 3.0, (200, 2))
+    Y = np.sin(X[:, :1] / 3) + 0.1 * X[:, 1:]
+    net = bp.MLP([2, 16, 1], backend=backend, dtype="float64", seed=0)
+    history = net.fit(X, Y, loss=lambda F, T: bp.mse(F, T), optimizer="adam", lr=1e-2,
+                      epochs=300, standardize=True, shuffle=False, validation_data=(X, Y))
+    true = float(np.mean((net.predict(X) - Y) ** 2))
+    # the loss of the last epoch is taken before its update; the validation loss after it
+    assert history.val_loss[-1] == pytest.approx(true, rel=1e-9)
+    assert true < 0.05
