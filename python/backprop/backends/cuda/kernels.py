@@ -41,6 +41,7 @@ from . import graph as _graph
 from .launch import NULL, CudaKernelError, Launcher, blocks
 from .program import (ACT_CODES, GEMM_CONFIGS, LOSS_CODES, MAX_PARTIALS, THREADS, Program,
                       gemm_kernel_name, kernel_name)
+from .trainer import GraphTrainer
 
 MAX_GRID_1D = 65535 * 4  # blocks of a grid-stride elementwise launch
 INT32_MAX = 2**31 - 1
@@ -485,5 +486,4 @@ class CudaBackend(Backend):
         """A trainer that replays each training step of ``net`` (an MLP on this backend) as a
         CUDA graph of the frontend's own kernels: ``step(X, Y, lr, t)`` and
         ``epoch(X, Y, batch_size, order, lr, t)`` (see trainer.GraphTrainer)."""
-        from .trainer import GraphTrainer
         return GraphTrainer(self, net, loss, optimizer, state, l1=l1, l2=l2)
