@@ -24,8 +24,7 @@ import numpy as np
 
 from . import objective as _objective
 from .model import MLP
-from .optim import Adam
-from .optim import LBFGS
+from .optim import LBFGS, Adam
 from .tensor import Tensor, grad, mse
 from .train import Trainer
 
