@@ -3,7 +3,7 @@
     header.npy                            a JSON object: format, version, the MLP's config
                                           (layers, activation, output_activation, init, dtype,
                                           seed) and optionally metadata (a JSON object)
-    W0.npy .. W{L-1}.npy, b0.npy ..       the parameters, W_l of shape (p_l, p_{l+1}), b_l (p_{l+1},)
+    W0.npy .. W{L-1}.npy, b0.npy ..       the parameters: W_l is p_l x p_{l+1}, b_l is p_{l+1}
     standardizer_mean.npy, _scale.npy     optional, both or neither, of shape (p_0,)
 
 ``read`` checks a file before anything is allocated: the header's layers against the shapes the
