@@ -16,6 +16,7 @@ import os
 import numpy as np
 
 from .model_file import write_npz_atomically
+from .standardize import Standardizer
 
 FORMAT = "backprop-checkpoint"
 VERSION = 1
@@ -81,7 +82,6 @@ def restore(path, net, trainer, order_rng, history, schedule=None):
     L = net.n_layers
     net.set_params([arrays[f"W{l}"] for l in range(L)], [arrays[f"b{l}"] for l in range(L)])
     if "standardizer_mean" in arrays:
-        from .standardize import Standardizer
         net.standardizer = Standardizer.from_arrays(arrays["standardizer_mean"],
                                                     arrays["standardizer_scale"])
     for i, slots in enumerate(trainer.state.slots):
