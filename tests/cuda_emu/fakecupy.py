@@ -232,6 +232,17 @@ def asnumpy(a):
     return a.get() if isinstance(a, ndarray) else np.asarray(a)
 
 
+def get_array_module(*arrays):
+    """cupy.get_array_module: this module when an argument is a device array, else numpy."""
+    import sys
+    return sys.modules[__name__] if any(isinstance(a, ndarray) for a in arrays) else np
+
+
+# CuPy's functions that L-BFGS uses on its flat vectors: numpy's, which reach ndarray's
+# __array_function__ / __array_ufunc__ and so give device arrays (and refuse host ones)
+concatenate, dot, abs = np.concatenate, np.dot, np.abs
+
+
 # ---- kernels --------------------------------------------------------------------------------------
 
 class RawModule:
