@@ -3,12 +3,15 @@ unknown (true value 1), learned with the network from noisy samples of u = sin(�
 
     loss = mse(u(x_data), u_data) + mse(u_xx(x_f) + λ π² sin(π x_f), 0)
 
-Adam, then L-BFGS, over ``[*net.parameters(), lam]`` (examples/inverse_poisson.py at full size).
+Adam, then L-BFGS, over ``[*net.parameters(), lam]`` (examples/inverse_poisson.py's ``solve``, run here).
 The full run on numpy and cpu (and cuda on a GPU); under the CPU emulator, cuda runs a short
 schedule on a smaller problem, checked against numpy's and for identical bits twice."""
 
 import functools
+import importlib.util
 import os
+import pathlib
+import re
 
 import numpy as np
 import pytest
@@ -27,46 +30,16 @@ FIT_BOUND = 2e-2  # max |u_net - sin(πx)| on [-1, 1] after the full run (observ
 EMULATED = os.environ.get("BACKPROP_TEST_CUDA_EMULATOR", "") == "1"
 
 
-def solve(backend, n_data, n_f, adam_steps, lbfgs_iters, seed=0):
-    """Trains the network and λ; returns λ after Adam, λ at the end, the prediction on a grid
-    and every parameter's final values (numpy arrays)."""
-    rng = np.random.default_rng(seed)
-    x_data = rng.uniform(-1, 1, (n_data, 1))
-    u_data = np.sin(np.pi * x_data) + 0.01 * rng.normal(size=x_data.shape)
-    x_f = np.linspace(-1, 1, n_f).reshape(-1, 1)
+def _example():
+    """examples/inverse_poisson.py as a module (its ``solve``)."""
+    path = pathlib.Path(__file__).resolve().parents[1] / "examples" / "inverse_poisson.py"
+    spec = importlib.util.spec_from_file_location("inverse_poisson", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
-    def const(a):
-        return bp.Tensor(a, backend=backend, dtype="float64")
-    X, U = const(x_data), const(u_data)
-    forcing, zero = const(np.pi ** 2 * np.sin(np.pi * x_f)), const(np.zeros((n_f, 1)))
 
-    net = bp.MLP([1, 20, 20, 1], activation="tanh", backend=backend, dtype="float64", seed=seed)
-    lam = bp.Tensor(np.zeros(1), requires_grad=True, backend=backend, dtype="float64")
-    params = [*net.parameters(), lam]
-
-    def objective():
-        u, u_xx = net.derivatives(x_f, second=((0, 0),))
-        return bp.mse(net(X), U) + bp.mse(u_xx + lam * forcing, zero)
-
-    adam = bp.optim.Adam(params, lr=3e-3)
-    for _ in range(adam_steps):
-        adam.zero_grad()
-        objective().backward()
-        adam.step()
-    lam_adam = float(lam.numpy()[0])
-
-    lbfgs = bp.optim.LBFGS(params, history_size=50, max_iter=lbfgs_iters,
-                           line_search_fn="strong_wolfe")
-
-    def closure():
-        lbfgs.zero_grad()
-        L = objective()
-        L.backward()
-        return L
-    lbfgs.step(closure)
-    grid = np.linspace(-1, 1, 201).reshape(-1, 1)
-    return {"lam_adam": lam_adam, "lam": float(lam.numpy()[0]), "grid": grid,
-            "u": net.predict(grid), "params": [p.numpy().copy() for p in params]}
+solve = _example().solve
 
 
 @functools.lru_cache(maxsize=None)
@@ -108,3 +81,14 @@ def test_same_run_same_bits(backend):
     assert first["u"].tobytes() == second["u"].tobytes()
     for a, b in zip(first["params"], second["params"]):
         assert a.tobytes() == b.tobytes()
+
+
+@pytest.mark.skipif("cpu" not in bp.available_backends(), reason="the cpu backend is not built")
+def test_readme_loop_example_runs():
+    """The README's "Training any Tensors" block, as written."""
+    text = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text.split("### Training any Tensors (PyTorch-style loop)")[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    scope = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    assert abs(scope["lam"].item() - 1.0) < LAMBDA_BOUND
