@@ -1,6 +1,7 @@
-"""Stand-ins for scikit-learn's BaseEstimator and mixins, used when scikit-learn is absent.
+"""scikit-learn's BaseEstimator, mixins and ConvergenceWarning when it is installed, else
+stand-ins (``HAVE_SKLEARN`` says which).
 
-They give ``get_params``/``set_params`` (from the constructor's signature) and a repr; the
+The stand-ins give ``get_params``/``set_params`` (from the constructor's signature) and a repr; the
 estimators implement ``score`` themselves in that case.
 """
 
@@ -48,3 +49,11 @@ class RegressorMixin:
 
 class ClassifierMixin:
     _estimator_type = "classifier"
+
+
+try:  # scikit-learn is optional: its own classes replace the stand-ins when it is installed
+    from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin  # noqa: F811
+    from sklearn.exceptions import ConvergenceWarning  # noqa: F811
+    HAVE_SKLEARN = True
+except ImportError:  # pragma: no cover - exercised where scikit-learn is absent
+    HAVE_SKLEARN = False

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import math
 import os
 import sys
 import threading
@@ -49,6 +48,7 @@ import traceback
 import numpy as np
 
 from ._checks import check_count, check_name
+from .backends import array_module
 from .step import NonFiniteLossError, step_loss
 
 REDUCTIONS = ("sum", "fixed")
@@ -168,17 +168,7 @@ def agree(comm, error, record):
     return [rec for _, rec in got]
 
 
-# ---- the array module of a backend's arrays, and moving them ----------------------------------
-
-def array_module(array):
-    """numpy, or CuPy for a CuPy array (whatever module ``import cupy`` gave)."""
-    if isinstance(array, np.ndarray):
-        return np
-    cupy = sys.modules.get("cupy")
-    if cupy is not None and isinstance(array, cupy.ndarray):
-        return cupy
-    return np
-
+# ---- moving a backend's arrays between ranks ---------------------------------------------------
 
 def _mpi_dtype(dtype):
     from mpi4py import MPI

@@ -21,7 +21,7 @@ both start from the same point and visit the rows in the same order.
 When every row has the same weight (no sample_weight or class_weight, no dropout, one output
 for the regressor) and the backend has a fused training step (cpu, cuda), an epoch of
 minibatches is one native call for the full batches and one for the smaller last one
-(``_FusedEpochs``); otherwise each batch runs the kernels below. Both give the same numbers.
+(``estimator_steps.FusedEpochs``); otherwise each batch runs the kernels below. Both give the same numbers.
 The gradient of the weighted loss is taken by scaling the rows of G = dL/dF by w_i / Σ w,
 then the ordinary backward pass. ``loss_curve_`` reports scikit-learn's value, whose squared
 error is also averaged over the outputs (the two agree for one output).
@@ -30,7 +30,7 @@ error is also averaged over the outputs (the two agree for one output).
 the whole X, y (and sample_weight) and computes on its contiguous part of the training rows.
 The ranks first agree (one allgather: every rank's check result, a digest of the data and the
 parameters; rank 0's seed when random_state is None), the parameters are broadcast from rank 0,
-then every step reduces [gradient, loss] with ONE Allreduce (``_ReducedSteps``; the kernel path,
+then every step reduces [gradient, loss] with ONE Allreduce (``estimator_steps.ReducedSteps``; the kernel path,
 never the fused epochs) and every rank applies the same update. The epoch loss, the stopping
 rule and early stopping (the same split on every rank from the shared generator; the score on
 the whole validation set, which every rank holds, without communication) are the same on every
@@ -42,29 +42,18 @@ before the agreement is raised on every rank; one after it aborts every rank
 from __future__ import annotations
 
 import numbers
-import warnings
 
 import numpy as np
 
-try:  # scikit-learn is optional
-    from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
-    from sklearn.exceptions import ConvergenceWarning
-    HAVE_SKLEARN = True
-except ImportError:  # pragma: no cover - exercised where scikit-learn is absent
-    HAVE_SKLEARN = False
-    from ._estimator_base import (BaseEstimator, ClassifierMixin, ConvergenceWarning,
-                                  RegressorMixin)
-
 from . import _checks
+from ._estimator_base import HAVE_SKLEARN, BaseEstimator, ClassifierMixin, RegressorMixin
 from .backends import available_backends
-from .distributed import (Distributed, DistributedError, Transport, agree, array_module,
-                          guard_fit)
-from .fit_lbfgs import fit_lbfgs
+from .distributed import Distributed, guard_fit
+from .estimator_losses import logistic, softmax_cross_entropy, squared_error
+from .estimator_steps import ReducedSteps, agree_estimator
+from .estimator_training import EstimatorTraining
 from .model import MLP
-from .optim import SGD, Adam
 from .standardize import Standardizer
-from .step import NonFiniteLossError, finish_step
-from .trainer import Trainer
 
 ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "sigmoid": "sigmoid",
                "tanh": "tanh", "relu": "relu"}
@@ -72,75 +61,9 @@ SOLVERS = ("adam", "sgd", "lbfgs")
 LEARNING_RATES = ("constant", "invscaling", "adaptive")
 
 
-def _xp(a):
-    """The array module of a backend array (numpy, or CuPy on the cuda backend)."""
-    if isinstance(a, np.ndarray):
-        return np
-    import cupy
-    return cupy.get_array_module(a)
-
-
-# ---- the weighted losses: value and G = dL/dF written in place --------------------------
-
-def squared_error(F, Y, w, G):
-    """½ Σ w_i Σ_j (F-Y)²_ij with w already divided by Σ w; G = w (F - Y). Returns
-    (objective value, scikit-learn's reported value = the objective / outputs)."""
-    xp = _xp(F)
-    R = F - Y
-    G[...] = R * w[:, None]
-    value = 0.5 * float(xp.sum(w[:, None] * R * R, dtype=xp.float64))
-    return value, value / F.shape[1]
-
-
-def softmax_cross_entropy(F, Y, w, G):
-    """-Σ w_i Σ_j Y_ij log softmax(F)_ij; G = w (softmax(F) - Y)."""
-    xp = _xp(F)
-    Z = F - F.max(axis=1, keepdims=True)
-    E = xp.exp(Z)
-    S = E.sum(axis=1, keepdims=True)
-    xp.divide(E, S, out=E)  # P = softmax(F)
-    xp.subtract(E, Y, out=E)
-    xp.multiply(E, w[:, None], out=G)
-    # -Σ w Y log P = Σ w (log S - Y·Z), Y's rows summing to 1
-    value = float(xp.dot(w, (xp.log(S[:, 0]) - (Y * Z).sum(axis=1)).astype(xp.float64)))
-    return value, value
-
-
-def logistic(F, Y, w, G):
-    """One logistic output: -Σ w_i [y log σ(z) + (1-y) log(1-σ(z))]; G = w (σ(z) - y)."""
-    xp = _xp(F)
-    P = 0.5 * (1.0 + xp.tanh(0.5 * F))  # σ(z), without overflow
-    G[...] = (P - Y) * w[:, None]
-    # softplus(z) - y z, computed without overflow
-    terms = xp.maximum(F, 0) + xp.log1p(xp.exp(-xp.abs(F))) - Y * F
-    value = float(xp.sum(w[:, None] * terms, dtype=xp.float64))
-    return value, value
-
-
-def loss_and_grad(net, X, Y, w, loss, alpha, l1):
-    """The weighted loss of ``net`` on a batch and its gradient in ``net.grads``.
-
-    X, Y, w: arrays of the backend (w the raw weights of the batch's rows). Returns
-    (objective, reported loss), each with the penalty, both scaled by 1 / Σ w.
-    """
-    ws = net.workspace(X.shape[0])
-    F = net.run_forward(X, ws)
-    sw_sum = float(_xp(w).sum(w, dtype=np.float64))
-    wn = (w / sw_sum).astype(F.dtype, copy=False)
-    value, reported = loss(F, Y, wn, ws.G[-1])
-    net.run_backward(X, ws)
-    if alpha or l1:
-        penalty = 0.0
-        for W, dW in zip(net.W, net.dW):
-            penalty += float(net.backend._weight_penalty(W, dW, l1 / sw_sum, alpha / sw_sum))
-        value += penalty
-        reported += penalty
-    return value, reported
-
-
 # ---- the estimators -------------------------------------------------------------------
 
-class _BaseMLP(BaseEstimator):
+class _BaseMLP(EstimatorTraining, BaseEstimator):
     """What the regressor and the classifier share: parameters, validation, the training loop."""
 
     def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
@@ -348,7 +271,7 @@ class _BaseMLP(BaseEstimator):
                              f"{self.model_.layers[-1]}")
         seed = None
         if comm is not None:
-            seed = _agree_estimator(self, comm, X, Y, w, reset, incremental)
+            seed = agree_estimator(self, comm, X, Y, w, reset, incremental)
         if not hasattr(self, "_rng") or reset:
             from numpy.random import RandomState
             rs = self.random_state
@@ -365,206 +288,13 @@ class _BaseMLP(BaseEstimator):
         steps = None
         if comm is not None:
             Distributed(comm).broadcast_params(self.model_)  # the same start on every rank
-            steps = _ReducedSteps(comm, self.model_)
+            steps = ReducedSteps(comm, self.model_)
         if self.solver == "lbfgs":
             self._fit_lbfgs(X, Y, w, steps)
         else:
             self._fit_stochastic(X, Y, y, w, rng, incremental, steps)
         self._export_params()
         return self
-
-    def _device(self, X, Y, w):
-        net = self.model_
-        Xd = net.input_array(X)
-        Yd = net.backend.asarray(Y, net.dtype)
-        wd = net.backend.asarray(w, np.float64)
-        return Xd, Yd, wd
-
-    def _make_optimizer(self, scale=1.0):
-        """The optimizer for gradients ``scale`` times ours: the same updates (Adam is scale
-        invariant once eps is scaled too; SGD's lr is divided by the scale)."""
-        if self.solver == "adam":
-            return Adam(lr=self.learning_rate_init, beta1=self.beta_1, beta2=self.beta_2,
-                        eps=self.epsilon * scale)
-        return SGD(lr=self.learning_rate_init / scale, momentum=self.momentum,
-                   nesterov=bool(self.nesterovs_momentum and self.momentum > 0))
-
-    def _fit_stochastic(self, X, Y, y, w, rng, incremental, steps=None):
-        net = self.model_
-        early_stopping = bool(self.early_stopping) and not incremental
-        X_val = y_val = w_val = None
-        if early_stopping:
-            idx = np.arange(X.shape[0])
-            if HAVE_SKLEARN:
-                from sklearn.model_selection import train_test_split
-                stratify = y if self._is_classifier else None
-                tr, va = train_test_split(idx, random_state=rng,
-                                          test_size=self.validation_fraction, stratify=stratify)
-            else:  # a random split (not stratified)
-                perm = rng.permutation(idx)
-                n_val = max(1, int(np.ceil(self.validation_fraction * len(idx))))
-                va, tr = perm[:n_val], perm[n_val:]
-            X_val, y_val, w_val = X[va], y[va], w[va]
-            X, Y, w = X[tr], Y[tr], w[tr]
-            if self.validation_scores_ is None:
-                self.validation_scores_ = []
-                self.best_validation_score_ = -np.inf
-            self.best_loss_ = None
-        n = X.shape[0]
-        batch_size = min(200, n) if self.batch_size == "auto" else int(np.clip(self.batch_size, 1, n))
-        if self.batch_size != "auto" and self.batch_size > n and not incremental:
-            warnings.warn("Got `batch_size` less than 1 or larger than sample size. "
-                          "It is going to be clipped")
-        dropout = self.dropout
-        # the backend's fused epoch (cpu, cuda) computes the same objective when every row has
-        # the same weight, up to a constant factor `scale` of the loss (see _FusedEpochs)
-        fused_loss = self._fused_loss(Y.shape[1])
-        fused = None
-        if (fused_loss is not None and not incremental and not dropout and steps is None
-                and hasattr(net.backend, "make_trainer") and bool(np.all(w == w[0]))):
-            name, scale = fused_loss
-            fused = _FusedEpochs(net, name, scale, self._make_optimizer(scale), self.alpha,
-                                 self.l1, n, batch_size)
-            self._optimizer_state = fused.state
-        elif self._optimizer_state is None or not incremental:
-            optimizer = self._make_optimizer()
-            self._optimizer_state = optimizer.state(net.backend, net.params)
-        state = self._optimizer_state
-        optimizer = state.optimizer
-
-        def apply_update():  # the optimizer's update of the model, after the step's checks
-            state.apply(net.backend, net.params, net.grads)
-        lr_scale = fused.scale if fused is not None and self.solver == "sgd" else 1.0
-        self._fused_epochs = fused is not None
-        masks_rng = np.random.default_rng(rng.randint(np.iinfo(np.int32).max)) if dropout else None
-        trainer = None
-        if dropout:
-            trainer = Trainer(net, "mse", optimizer, dropout=dropout)
-            trainer.rng = masks_rng
-        loss = self._loss
-        best = None
-        with net.lock:
-            Xd, Yd, wd = self._device(X, Y, w)
-            if steps is not None:
-                steps.take(n)  # this rank's rows of the training set: [steps.lo, steps.hi)
-            self.n_iter_ = 0
-            for _ in range(1 if incremental else self.max_iter):
-                order = rng.permutation(n) if self.shuffle else np.arange(n)
-                accumulated = 0.0
-                if fused is not None:
-                    accumulated = fused.epoch(Xd, Yd, net.backend.asarray(order, np.int64)
-                                              if self.shuffle else None)
-                for start in range(0, n if fused is None else 0, batch_size):
-                    rows = order[start:start + batch_size]
-                    if steps is not None:
-                        reported = steps.step(net, Xd, Yd, w, rows, loss, self.alpha, self.l1,
-                                              trainer)
-                        finish_step(apply_update, net.grads, reported)
-                        accumulated += reported * len(rows)
-                        continue
-                    if self.shuffle:
-                        rows_d = net.backend.asarray(rows, np.int64)
-                        Xb, Yb, wb = Xd[rows_d], Yd[rows_d], wd[rows_d]
-                    else:
-                        Xb, Yb, wb = (Xd[start:start + batch_size], Yd[start:start + batch_size],
-                                      wd[start:start + batch_size])
-                    if dropout:
-                        _, reported = _loss_and_grad_dropout(net, trainer, Xb, Yb, wb, loss,
-                                                             self.alpha, self.l1)
-                    else:
-                        _, reported = loss_and_grad(net, Xb, Yb, wb, loss, self.alpha, self.l1)
-                    try:
-                        finish_step(apply_update, net.grads, reported)
-                    except NonFiniteLossError:
-                        raise FloatingPointError(
-                            f"the loss became {reported} in iteration {self.n_iter_ + 1}; try a "
-                            "smaller learning_rate_init") from None
-                    accumulated += reported * len(rows)
-                self.n_iter_ += 1
-                self.loss_ = accumulated / n
-                self.t_ += n
-                self.loss_curve_.append(self.loss_)
-                if self._logs:
-                    print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
-                best = self._update_no_improvement_count(early_stopping, X_val, y_val, w_val, best)
-                if self.solver == "sgd" and self.learning_rate == "invscaling":
-                    optimizer.lr = (self.learning_rate_init / (self.t_ + 1) ** self.power_t
-                                    / lr_scale)
-                if self._no_improvement_count > self.n_iter_no_change:
-                    if self.solver == "sgd" and self.learning_rate == "adaptive" \
-                            and optimizer.lr * lr_scale > 1e-6:
-                        optimizer.lr /= 5.0
-                        if self._logs:
-                            print("Setting learning rate to %f" % (optimizer.lr * lr_scale))
-                        self._no_improvement_count = 0
-                    else:
-                        if self._logs:
-                            what = ("Validation score" if early_stopping else "Training loss")
-                            print(f"{what} did not improve more than tol={self.tol:f} for "
-                                  f"{self.n_iter_no_change} consecutive epochs. Stopping.")
-                        break
-                if incremental:
-                    break
-                if self.n_iter_ == self.max_iter:
-                    warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) "
-                                  "reached and the optimization hasn't converged yet.",
-                                  ConvergenceWarning)
-        if early_stopping and best is not None:
-            net.set_params(*best)
-
-    def _update_no_improvement_count(self, early_stopping, X_val, y_val, w_val, best):
-        """scikit-learn's rule: count the epochs without an improvement of at least tol."""
-        if early_stopping:
-            score = self._score_raw(X_val, y_val, w_val)
-            self.validation_scores_.append(score)
-            if self._logs:
-                print("Validation score: %f" % score)
-            if score < self.best_validation_score_ + self.tol:
-                self._no_improvement_count += 1
-            else:
-                self._no_improvement_count = 0
-            if score > self.best_validation_score_:
-                self.best_validation_score_ = score
-                best = (self.model_.weights, self.model_.biases)
-            return best
-        if self.loss_curve_[-1] > self.best_loss_ - self.tol:
-            self._no_improvement_count += 1
-        else:
-            self._no_improvement_count = 0
-        if self.loss_curve_[-1] < self.best_loss_:
-            self.best_loss_ = self.loss_curve_[-1]
-        return best
-
-    def _fit_lbfgs(self, X, Y, w, steps=None):
-        net = self.model_
-        with net.lock:
-            Xd, Yd, wd = self._device(X, Y, w)
-            loss, alpha, l1 = self._loss, self.alpha, self.l1
-            reported = {}
-            if steps is not None:
-                steps.take(X.shape[0])
-                everything = np.arange(X.shape[0])
-
-            def closure():
-                if steps is not None:  # the full batch's gradient: one allreduce
-                    value, rep = steps.step(net, Xd, Yd, w, everything, loss, alpha, l1,
-                                            both=True)
-                else:
-                    value, rep = loss_and_grad(net, Xd, Yd, wd, loss, alpha, l1)
-                reported["loss"] = rep
-                return value
-
-            result = fit_lbfgs(net, closure, max_iter=self.max_iter, max_eval=self.max_fun,
-                               tolerance_grad=self.tol)
-        self.n_iter_ = result.n_iter
-        self.loss_ = loss_and_grad(net, Xd, Yd, wd, loss, alpha, l1)[1]
-        self.loss_curve_.extend(result.losses)
-        self.best_loss_ = None
-        self.t_ += X.shape[0]
-        if not result.converged:
-            warnings.warn(f"lbfgs failed to converge after {self.n_iter_} iteration(s) "
-                          f"({result.reason}); increase max_iter or scale the data",
-                          ConvergenceWarning)
 
     def _export_params(self):
         self.coefs_ = self.model_.weights
@@ -588,189 +318,6 @@ class _BaseMLP(BaseEstimator):
             raise AttributeError("partial_fit is only available for stochastic optimizers; "
                                  "solver 'lbfgs' is not stochastic")
         return self._fit(X, y, sample_weight, incremental=True)
-
-
-class _FusedEpochs:
-    """An epoch of minibatches on the backend's fused path (``Trainer(fused=True)``).
-
-    The library's losses are ours times ``scale`` (mse = 2 · ½ squared error for one output;
-    cross_entropy and bce are the classifier's), so the penalty is scaled alike: l2 = scale ·
-    alpha / batch size. The last, smaller batch gets its own l2 (scikit-learn divides the
-    penalty by each batch's size): the full batches run as one native call, then the rest.
-    """
-
-    def __init__(self, net, loss, scale, optimizer, alpha, l1, n, batch_size):
-        self.scale, self.b = scale, batch_size
-        self.m = (n // batch_size) * batch_size
-        self.r = n - self.m
-        self.full = self.rest = None
-        if self.m:
-            self.full = Trainer(net, loss, optimizer, l1=scale * l1 / batch_size,
-                                l2=scale * alpha / batch_size, fused=True)
-        if self.r:
-            self.rest = Trainer(net, loss, optimizer, l1=scale * l1 / self.r,
-                                l2=scale * alpha / self.r, fused=True)
-        self.state = (self.full or self.rest).state
-        if self.rest is not None:
-            self.rest.state = self.state  # one optimizer state for both
-
-    def epoch(self, X, Y, order):
-        """One epoch over the rows ``order`` (None: in order); returns Σ batch loss · size in
-        our scale."""
-        if order is not None:
-            X, Y = X[order], Y[order]
-        total = 0.0
-        if self.m:
-            values, sizes = self.full.epoch(X[:self.m], Y[:self.m], self.b)
-            total += float(np.dot(values, sizes))
-        if self.r:
-            values, sizes = self.rest.epoch(X[self.m:], Y[self.m:], self.r)
-            total += float(np.dot(values, sizes))
-        return total / self.scale
-
-
-def _loss_and_grad_dropout(net, trainer, X, Y, w, loss, alpha, l1):
-    """``loss_and_grad`` with inverted-dropout masks on the hidden layers (training only)."""
-    masks = trainer.masks(X.shape[0])
-    ws = net.workspace(X.shape[0])
-    ws.dropout_buffers(net.backend, net.layers, net.dtype)
-    F = net.run_forward(X, ws, masks)
-    sw_sum = float(_xp(w).sum(w, dtype=np.float64))
-    value, reported = loss(F, Y, (w / sw_sum).astype(F.dtype, copy=False), ws.G[-1])
-    net.run_backward(X, ws, masks)
-    for W, dW in zip(net.W, net.dW):
-        if alpha or l1:
-            p = float(net.backend._weight_penalty(W, dW, l1 / sw_sum, alpha / sw_sum))
-            value += p
-            reported += p
-    return value, reported
-
-
-# ---- data-parallel fitting over MPI (comm=...) -------------------------------------------
-
-def _agree_estimator(est, comm, X, Y, w, reset, incremental):
-    """The input agreement of a distributed estimator fit (backprop.distributed's: one
-    allgather). Every rank must pass the same data (shard "take": compared by a digest of X, Y
-    and the weights) and the same parameters; returns rank 0's seed proposal, used when
-    random_state is None so that every rank draws the same initialization, split and orders."""
-    import hashlib
-
-    from numpy.random import RandomState
-
-
-    digest = hashlib.sha256()
-    for a in (X, Y, w):
-        a = np.ascontiguousarray(a)
-        digest.update(repr((a.shape, str(a.dtype))).encode())
-        digest.update(a.tobytes())
-    params = {k: v for k, v in est.get_params(deep=False).items() if k not in ("comm", "verbose")}
-    rs = params.get("random_state")
-    if isinstance(rs, RandomState):  # its state, not its address
-        params["random_state"] = hashlib.sha256(repr(rs.get_state()).encode()).hexdigest()
-    state = getattr(est, "_rng", None)
-    rng_state = (None if reset or state is None else
-                 hashlib.sha256(repr(state.get_state()).encode()).hexdigest())
-    record = {"parameters": repr(sorted(params.items())), "data": digest.hexdigest(),
-              "rows": X.shape[0], "mode": (bool(reset), bool(incremental)),
-              "generator": rng_state}
-    proposal = int(np.random.SeedSequence().entropy % 2**32)
-    records = agree(comm, None, (record, proposal))
-    for r, (other, _) in enumerate(records):
-        for key in record:
-            if other[key] != records[0][0][key]:
-                what = {"data": "different data (shard 'take' needs the whole X, y and "
-                                "sample_weight on every rank)",
-                        "rows": "different numbers of rows"}.get(key, f"different {key}")
-                raise DistributedError(f"distributed fit stopped before training: rank {r} was "
-                                       f"given {what} than rank 0")
-    return records[0][1]
-
-
-class _ReducedSteps:
-    """The gradient of the global weighted loss of a batch, from every rank's rows of it.
-
-    Every rank holds all the rows (shard "take") and computes over its contiguous part
-    [lo, hi) of the training rows. For a batch B with weights w_i and S = Σ_{i∈B} w_i, the
-    objective is L = Σ_{i∈B} (w_i/S) ℓ_i, so
-
-        ∇L = Σ_r Σ_{i∈B∩r} (w_i/S) ∇ℓ_i = Σ_r (S_r/S) g_r,
-        g_r = Σ_{i∈B∩r} (w_i/S_r) ∇ℓ_i,   S_r = Σ_{i∈B∩r} w_i,
-
-    i.e. rank r's weight is S_r/S (its share of the batch's weight; n_r/N with equal weights).
-    Each rank runs the kernels with the row weights w_i/S directly (S known to every rank, as
-    every rank holds all the weights), which is (S_r/S) g_r without dividing by S_r (which
-    may be 0). The penalty's gradient (alpha/S) W (+ (l1/S) sign W) depends on the weights
-    only, the same on every rank, so it is added once after the reduction. One flat buffer
-    [dW, db..., objective, reported loss], ONE Allreduce per step (distributed.Transport).
-    """
-
-    def __init__(self, comm, net):
-        self.comm, self.rank, self.size = comm, comm.Get_rank(), comm.Get_size()
-        self.grads = net.grads
-        self.xp = array_module(self.grads[0])
-        dtype = self.grads[0].dtype
-        self.S = sum(int(g.size) for g in self.grads) + 2
-        self.send = self.xp.zeros(self.S, dtype)
-        self.recv = self.xp.zeros(self.S, dtype)
-        self.transport = Transport(comm, self.xp, dtype)
-        self.lo = self.hi = 0
-
-    def take(self, n):
-        """This rank's rows of n: the contiguous [n r / P, n (r+1) / P)."""
-        self.lo, self.hi = n * self.rank // self.size, n * (self.rank + 1) // self.size
-
-    def step(self, net, Xd, Yd, w, rows, loss, alpha, l1, trainer=None, both=False):
-        """The reduced gradient of the batch ``rows`` (global indices) into net.grads; returns
-        the reported loss (with ``both``: (objective, reported)), the same on every rank."""
-        rows = np.asarray(rows)
-        sw_sum = float(np.sum(w[rows], dtype=np.float64))
-        mine = (rows >= self.lo) & (rows < self.hi)
-        pos = np.nonzero(mine)[0]
-        masks = trainer.masks(len(rows)) if trainer is not None else None  # the whole batch's
-        value = reported = 0.0
-        if len(pos):
-            local = rows[pos]
-            idx = net.backend.asarray(local, np.int64) if self.xp is not np else local
-            Xb, Yb = Xd[idx], Yd[idx]
-            wn = net.backend.asarray(w[local] / sw_sum, net.dtype)
-            if masks is not None:
-                p = net.backend.asarray(pos, np.int64) if self.xp is not np else pos
-                masks = [None if M is None else M[p] for M in masks]
-            ws = net.workspace(Xb.shape[0])
-            if masks is not None:
-                ws.dropout_buffers(net.backend, net.layers, net.dtype)
-                F = net.run_forward(Xb, ws, masks)
-            else:
-                F = net.run_forward(Xb, ws)
-            value, reported = loss(F, Yb, wn, ws.G[-1])
-            if masks is not None:
-                net.run_backward(Xb, ws, masks)
-            else:
-                net.run_backward(Xb, ws)
-        o = 0
-        for g in self.grads:
-            view = self.send[o:o + g.size].reshape(g.shape)
-            if len(pos):
-                view[...] = g
-            else:
-                view[...] = 0
-            o += g.size
-        self.send[o], self.send[o + 1] = value, reported
-        self.transport.allreduce(self.send, self.recv)
-        o = 0
-        for g in self.grads:
-            g[...] = self.recv[o:o + g.size].reshape(g.shape)
-            o += g.size
-        value, reported = float(self.recv[o]), float(self.recv[o + 1])
-        if alpha or l1:
-            for W, dW in zip(net.W, net.dW):
-                p = float(net.backend._weight_penalty(W, dW, l1 / sw_sum, alpha / sw_sum))
-                value += p
-                reported += p
-        if not np.isfinite(reported):  # on every rank alike: raised together, no abort
-            raise NonFiniteLossError(f"the loss became {reported}; try a smaller "
-                                     "learning_rate_init")
-        return (value, reported) if both else reported
 
 
 class MLPRegressor(RegressorMixin, _BaseMLP):

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import importlib
 
+import numpy as np
+
 from .base import ACTIVATIONS, KERNELS, LOSSES, Backend, BackendUnavailable
 
 # name -> (module, class); the module is imported on first use.
@@ -38,6 +40,14 @@ def get_backend(name) -> Backend:
             raise BackendUnavailable(f"backend {name!r} cannot be imported: {exc}") from exc
         _INSTANCES[name] = getattr(module, class_name)()
     return _INSTANCES[name]
+
+
+def array_module(array):
+    """The array module of a backend's array: numpy for numpy arrays, CuPy for CuPy arrays."""
+    if isinstance(array, np.ndarray):
+        return np
+    import cupy  # a CuPy array: cupy is installed
+    return cupy.get_array_module(array)
 
 
 def why_unavailable(name) -> str | None:

@@ -22,16 +22,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .._checks import check_rate
+from ..backends import array_module
 from ..step import NonFiniteLossError
 from ..tensor.core import enable_grad
 from .base import Optimizer
-
-
-def _xp(a):
-    if isinstance(a, np.ndarray):
-        return np
-    import cupy  # a CuPy array: cupy is installed
-    return cupy.get_array_module(a)
 
 
 @dataclass
@@ -53,7 +47,7 @@ class Flat:
     def __init__(self, params, grads):
         self.params = params
         self.grads = grads
-        self.xp = _xp(self.params[0])
+        self.xp = array_module(self.params[0])
         self.sizes = [int(p.size) for p in self.params]
 
     def get(self, arrays):
@@ -94,7 +88,7 @@ def strong_wolfe(obj, x, t, d, f, g, gtd, c1=1e-4, c2=0.9, tolerance_change=1e-9
 
     obj(x, t, d) -> (loss, gradient) at x + t d. Returns (f_new, g_new, t, evaluations).
     """
-    xp = _xp(d)
+    xp = array_module(d)
     d_norm = float(xp.abs(d).max())
     f_new, g_new = obj(x, t, d)
     ls_evals = 1
