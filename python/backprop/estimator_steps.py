@@ -8,10 +8,11 @@ import hashlib
 import numpy as np
 from numpy.random import RandomState
 
-from .distributed import DistributedError, Transport, agree
 from .backends import array_module
+from .distributed import DistributedError, agree
 from .step import NonFiniteLossError
 from .trainer import Trainer
+from .transport import Transport
 
 
 class FusedEpochs:
@@ -103,7 +104,7 @@ class ReducedSteps:
     every rank holds all the weights), which is (S_r/S) g_r without dividing by S_r (which
     may be 0). The penalty's gradient (alpha/S) W (+ (l1/S) sign W) depends on the weights
     only, the same on every rank, so it is added once after the reduction. One flat buffer
-    [dW, db..., objective, reported loss], ONE Allreduce per step (distributed.Transport).
+    [dW, db..., objective, reported loss], ONE Allreduce per step (transport.Transport).
     """
 
     def __init__(self, comm, net):
