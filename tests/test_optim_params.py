@@ -187,6 +187,11 @@ def test_bad_parameter_lists_are_refused_at_construction():
         bp.optim.SGD([{"params": [p], "momentum": 2.0}])
     with pytest.raises(RuntimeError, match="needs parameters"):
         bp.optim.Adam(lr=1e-3).step()
+    net = bp.MLP([3, 4, 2], dtype="float64", seed=0)
+    X, Y = _data()
+    for opt in (bp.optim.Adam(net.parameters()), LBFGS(net.parameters())):
+        with pytest.raises(ValueError, match="made over parameter Tensors"):
+            net.fit(X, Y, optimizer=opt, epochs=1)
 
 
 def _rosenbrock(x):

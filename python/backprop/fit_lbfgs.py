@@ -31,6 +31,9 @@ def fit_mlp(net, X, Y, loss="mse", optimizer="lbfgs", lr=None, epochs=100, l1=0.
     epochs = _checks.check_count(epochs, "epochs", 0)
     l1 = _checks.check_rate(l1, "l1")
     l2 = _checks.check_rate(l2, "l2")
+    if isinstance(optimizer, LBFGS) and optimizer.param_groups:
+        raise ValueError("this LBFGS was made over parameter Tensors; fit takes the rule alone "
+                         "(LBFGS(max_iter=...)), or call its step(closure) yourself")
     opt = optimizer if isinstance(optimizer, LBFGS) else LBFGS(max_iter=max(epochs, 1))
     history = History()
     with net.lock:

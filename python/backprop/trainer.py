@@ -30,7 +30,7 @@ import numpy as np
 from . import _checks
 from .distributed import Distributed
 from .objective import loss_objective, value_and_grads
-from .optim import get_optimizer
+from .optim import GD, SGD, Adam, get_optimizer
 from .step import NonFiniteLossError, finish_step, step_loss
 
 
@@ -43,7 +43,6 @@ def dropout_rates(dropout, n_hidden):
         if not (isinstance(p, (int, float, np.floating)) and 0 <= p < 1):
             raise ValueError(f"dropout rates must be numbers in [0, 1); got {p!r}")
     return [float(p) for p in rates]
-
 
 
 class Trainer:
@@ -81,6 +80,11 @@ class Trainer:
         self.custom = objective is not None or self.loss_fn is not None
         self.loss = self.loss_fn if self.custom else _checks.check_loss(loss)
         self.optimizer = get_optimizer(optimizer, lr)
+        if self.optimizer.param_groups:
+            raise ValueError(f"{type(self.optimizer).__name__} was made over parameter Tensors; "
+                             "fit and Trainer take the rule alone (e.g. Adam(lr=1e-3)) and "
+                             "update the model's own arrays: give one without parameters, or "
+                             "train with opt.step() in your own loop")
         self.l1 = _checks.check_rate(l1, "l1")
         self.l2 = _checks.check_rate(l2, "l2")
         self.dropout = dropout_rates(dropout, net.n_layers - 1)
@@ -114,7 +118,7 @@ class Trainer:
             missing = "the fused training step has no dropout"
         elif self.clip_grad_norm is not None:
             missing = "the fused training step has no gradient clipping"
-        elif self.optimizer.name not in ("gd", "sgd", "adam"):
+        elif type(self.optimizer) not in (GD, SGD, Adam):  # a subclass may change the update
             missing = f"the fused training step does not know optimizer {type(self.optimizer).__name__}"
         if fused is None:
             return missing is None
