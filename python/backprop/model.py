@@ -105,6 +105,7 @@ class MLP:
         state = dict(self.__dict__)
         del state["lock"]
         state["_workspaces"] = {}
+        state["_parameter_tensors"] = None  # made again, around the unpickled arrays
         return state
 
     def __setstate__(self, state):

@@ -10,7 +10,8 @@ An objective is either
 ``value_and_grads`` evaluates it, backpropagates through the recorded graph (each dense layer a
 ``dense_forward``/``dense_backward`` node) and writes dLoss/dW_l, dLoss/db_l into the model's
 gradient buffers ``net.dW``, ``net.db`` (the layout of ``MLP.grads``), so the optimizer update
-that follows is the library's own: ``OptimizerState.apply(backend, net.params, net.grads)``.
+that follows is the library's own (``backprop.step.finish_step``, then
+``OptimizerState.apply(backend, net.params, net.grads)``).
 """
 
 from __future__ import annotations
@@ -76,7 +77,8 @@ def value_and_grads(net, objective, l1=0.0, l2=0.0):
 
 def step(net, state, objective, l1=0.0, l2=0.0):
     """One training step on a user objective: gradients into the model's buffers, then the
-    library's optimizer update (``state`` an ``optim.OptimizerState``). Returns the value before
-    the update; a value that is not finite raises FloatingPointError before the update."""
+    library's optimizer update (``state`` an ``optim.OptimizerState``), finished by
+    ``backprop.step.finish_step``. Returns the value before the update; a value that is not
+    finite raises NonFiniteLossError (a FloatingPointError) before the update."""
     value = value_and_grads(net, objective, l1, l2)
     return finish_step(lambda: state.apply(net.backend, net.params, net.grads), net.grads, value)
