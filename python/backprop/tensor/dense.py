@@ -20,10 +20,7 @@ whose ``value`` is the model's own array (an update of the model is an update of
 
 from __future__ import annotations
 
-import numpy as np
-
-from .. import _checks
-from .core import Tensor, _fail, as_tensor, backward_of, is_backend_array, leaf, result
+from .core import Tensor, _fail, as_tensor, backward_of, leaf, result
 from .kernels import kernels_of
 from .ops_elementwise import activation_derivative
 
