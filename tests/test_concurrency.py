@@ -117,6 +117,30 @@ def test_ctrl_c_during_an_update_lands_after_every_array_moved(backend):
     assert signal.getsignal(signal.SIGINT) is handler  # the handler is put back
 
 
+class InterruptedSGDOverParameters(InterruptedSGD):
+    def __init__(self, params, lr):
+        bp.optim.SGD.__init__(self, params, lr=lr)
+        self.updates = 0
+
+
+@pytest.mark.skipif(threading.current_thread() is not threading.main_thread(),
+                    reason="signals reach the main thread only")
+def test_ctrl_c_during_opt_step_lands_after_every_parameter_moved(backend):
+    net = bp.MLP([3, 5, 4, 2], backend=backend, dtype="float64", seed=0)
+    before = net.weights + net.biases
+    X = np.random.default_rng(2).normal(size=(8, 3))
+    optimizer = InterruptedSGDOverParameters(net.parameters(), lr=0.1)
+    (net(X) ** 2).sum().backward()
+    grads = [np.array(net.backend.to_numpy(p.grad)) for p in net.parameters()]
+    handler = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        optimizer.step()
+    assert optimizer.updates == 6  # the interrupt came after the second of six arrays
+    for p0, g, p1 in zip(before, grads[0::2] + grads[1::2], net.weights + net.biases):
+        np.testing.assert_allclose(p1, p0 - 0.1 * g, rtol=1e-12, atol=1e-15)  # all moved
+    assert signal.getsignal(signal.SIGINT) is handler
+
+
 def test_deferred_sigint_hands_the_signal_to_the_previous_handler():
     received = []
     previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))

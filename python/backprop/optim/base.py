@@ -186,7 +186,7 @@ class Optimizer:
         def update():
             with deferred_sigint():  # every parameter moves, or none
                 for (group, p), g in zip(work, grads):
-                    self._states[id(p)].apply(backend, [p.value.reshape(-1)], [g], group)
+                    self._states[id(p)].advance(backend, [p.value.reshape(-1)], [g], group)
 
         finish_step(update, grads)
         return loss

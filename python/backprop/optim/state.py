@@ -76,8 +76,13 @@ class OptimizerState:
         Ctrl-C during the update is held back until every array has moved (``deferred_sigint``),
         so an interrupt never leaves some parameters one step ahead of the others.
         """
-        hyper = self.optimizer.hyper() if hyper is None else hyper
         with deferred_sigint():
-            self.step += 1
-            for param, grad, slots in zip(params, grads, self.slots):
-                self.optimizer.update(backend, param, grad, slots, self.step, hyper)
+            self.advance(backend, params, grads, hyper)
+
+    def advance(self, backend, params, grads, hyper=None):
+        """``apply`` without holding back Ctrl-C, for a caller that holds it back around the
+        updates of several states at once (``Optimizer.step``)."""
+        hyper = self.optimizer.hyper() if hyper is None else hyper
+        self.step += 1
+        for param, grad, slots in zip(params, grads, self.slots):
+            self.optimizer.update(backend, param, grad, slots, self.step, hyper)
