@@ -20,3 +20,26 @@ def test_callable_loss_with_standardize_trains_what_predict_computes(backend):
     # the loss of the last epoch is taken before its update; the validation loss after it
     assert history.val_loss[-1] == pytest.approx(true, rel=1e-9)
     assert true < 0.05
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_net_call_and_derivatives_standardize_as_predict(backend):
+    """A float32 model standardizes in float64 everywhere: inputs far from 0 (offset 1e6) give
+    net(X), derivatives' u and predict within float32 rounding of one another."""
+    rng = np.random.default_rng(1)
+    X = 1e6 + rng.normal(0.0, 1.0, (64, 2))
+    net = bp.MLP([2, 8, 1], backend=backend, dtype="float32", seed=0)
+    net.standardizer = bp.Standardizer().fit(X)
+    want = net.predict(X)
+    np.testing.assert_allclose(net(X).numpy(), want, rtol=1e-5, atol=1e-5)
+    u, = net.derivatives(X)
+    np.testing.assert_allclose(u.numpy(), want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_net_call_and_derivatives_refuse_values_beyond_float32(backend):
+    net = bp.MLP([2, 8, 1], backend=backend, dtype="float32", seed=0)
+    X = np.array([[1e39, 0.0]])
+    for call in (lambda: net(X), lambda: net.derivatives(X), lambda: net.predict(X)):
+        with pytest.raises(ValueError, match="float32"):
+            call()

@@ -93,12 +93,12 @@ def _inputs(net, X):
         _fail(_OP, ValueError, f"X must be n x {net.layers[0]}; got shape {tuple(X.shape)}")
     if X.shape[0] == 0:
         _fail(_OP, ValueError, f"X has no rows (shape {tuple(X.shape)})")
-    X = be.asarray(X, net.dtype)
+    # checked, standardized in float64 and cast to the model's dtype, as predict does: values
+    # that would overflow that dtype raise
+    X = net.input_array(X)
     scale = None
     if net.standardizer is not None:
-        mean = be.asarray(net.standardizer.mean, net.dtype)
         scale = np.asarray(net.standardizer.scale, dtype=np.float64)
-        X = be.asarray((X - mean) / be.asarray(scale, net.dtype), net.dtype)
     return X, scale
 
 
