@@ -34,9 +34,28 @@ def find_nvrtc():
     return None, None
 
 
+def load_builtins(nvrtc, path):
+    """Loads the libnvrtc-builtins of libnvrtc's own version from its folder (libnvrtc opens it
+    at compile time, by name); None when loaded, else why not. A wheel of another version
+    installed over the first (``pip install torch`` brings its own nvidia-cuda-nvrtc) leaves a
+    libnvrtc whose builtins cannot be found."""
+    major, minor = ctypes.c_int(), ctypes.c_int()
+    if nvrtc.nvrtcVersion(ctypes.byref(major), ctypes.byref(minor)) != 0:
+        return f"nvrtcVersion failed for {path}"
+    name = f"libnvrtc-builtins.so.{major.value}.{minor.value}"
+    beside = os.path.join(os.path.dirname(path), name)
+    try:
+        ctypes.CDLL(beside if os.path.exists(beside) else name, mode=ctypes.RTLD_GLOBAL)
+    except OSError as exc:
+        return (f"libnvrtc {major.value}.{minor.value} ({path}) cannot load {name} ({exc}): "
+                "mismatched NVRTC wheels (pip install --force-reinstall nvidia-cuda-nvrtc)")
+    return None
+
+
 NVRTC, NVRTC_PATH = find_nvrtc()
 pytestmark = pytest.mark.skipif(NVRTC is None, reason="NVRTC (libnvrtc) is not installed here "
                                 "(pip install nvidia-cuda-nvrtc, or a CUDA toolkit)")
+BUILTINS_MISSING = None if NVRTC is None else load_builtins(NVRTC, NVRTC_PATH)
 
 
 def compile_program(source, options):
@@ -65,6 +84,8 @@ def compile_program(source, options):
 def test_module_compiles_with_nvrtc(arch):
     """The program compiles without warnings, and every kernel name the adapter can launch
     (backends/cuda/program.py builds them all) is an entry point of the compiled cubin."""
+    if BUILTINS_MISSING:
+        pytest.skip(BUILTINS_MISSING)
     source = module_source()
     rc, log, cubin = compile_program(source, list(NVRTC_OPTIONS) + [f"--gpu-architecture={arch}"])
     assert rc == 0, f"NVRTC ({NVRTC_PATH}) failed:\n{log}"
