@@ -43,3 +43,15 @@ def test_net_call_and_derivatives_refuse_values_beyond_float32(backend):
     for call in (lambda: net(X), lambda: net.derivatives(X), lambda: net.predict(X)):
         with pytest.raises(ValueError, match="float32"):
             call()
+
+
+def test_callable_loss_refuses_a_1d_target_for_one_output():
+    """F (n x 1) - Y (n,) would broadcast to n x n: refused before training, model unchanged."""
+    X = np.linspace(-1, 1, 30).reshape(-1, 1)
+    net = bp.MLP([1, 4, 1], dtype="float64", seed=0)
+    before = net.weights
+    with pytest.raises(ValueError, match="broadcast to n x n"):
+        net.fit(X, np.sin(X[:, 0]), loss=lambda F, T: bp.mse(F, T), epochs=2)
+    for a, b in zip(before, net.weights):
+        np.testing.assert_array_equal(a, b)
+    net.fit(X, np.sin(X), loss=lambda F, T: bp.mse(F, T), epochs=2)  # a column is fine

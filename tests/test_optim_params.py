@@ -310,3 +310,11 @@ def test_lbfgs_iterates_match_torch_on_rosenbrock_and_a_network():
     topt.step(tclosure_net)
     for a, t in zip(net.weights + net.biases, tw):
         np.testing.assert_allclose(a, t.detach().numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_lbfgs_refuses_bad_options_at_construction():
+    for bad, match in (({"max_eval": "x"}, "max_eval"), ({"max_eval": -1}, "max_eval"),
+                       ({"max_eval": 0}, "max_eval"), ({"lr": 0}, "lr must be > 0"),
+                       ({"max_iter": 0}, "max_iter"), ({"line_search": "armijo"}, "line_search")):
+        with pytest.raises(ValueError, match=match):
+            LBFGS(**bad)

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import os
 import sys
 import threading
@@ -111,6 +112,21 @@ def abort_on_error(comm, where="training"):
         abort(comm, exc, where)
 
 
+def abort_on_uncaught(comm):
+    """Makes an exception that nothing catches end every rank (``abort``: the traceback printed,
+    then MPI_Abort), as ``python -m mpi4py`` does, instead of leaving the other ranks waiting in
+    a collective while this one waits in MPI's finalize. Installed by every distributed Trainer
+    and fit with more than one rank (once per communicator; the previous hook is kept for
+    exceptions raised outside the ranks' training)."""
+    if comm.Get_size() == 1 or getattr(sys.excepthook, "backprop_comm", None) is comm:
+        return
+
+    def hook(exc_type, exc, tb):
+        abort(comm, exc, "training (an exception nothing caught)")
+    hook.backprop_comm = comm
+    sys.excepthook = hook
+
+
 def guard_fit(fit):
     """Wraps ``fit``: with ``comm``, an exception raised before the ranks agreed on their input is
     sent to every rank in the agreement (so all raise it together), one raised after it aborts
@@ -141,6 +157,20 @@ def guard_fit(fit):
     return wrapper
 
 
+def data_digest(arrays):
+    """A SHA-256 digest (hex) of host arrays' shapes, dtypes and bytes (None entries count as
+    absent): what the ranks compare to check that they were given the same data."""
+    digest = hashlib.sha256()
+    for a in arrays:
+        if a is None:
+            digest.update(b"none")
+            continue
+        a = np.ascontiguousarray(a)
+        digest.update(repr((a.shape, str(a.dtype))).encode())
+        digest.update(a.tobytes())
+    return digest.hexdigest()
+
+
 def agree(comm, error, record):
     """One allgather of (error or None, record) from every rank; raises DistributedError on every
     rank if any rank failed, or if the records (the configuration) differ. Returns the records."""
@@ -166,6 +196,7 @@ class Distributed:
     def __init__(self, comm=None, reduction="sum", grad_blocks=None, transport="auto"):
         self.comm = LocalComm() if comm is None else comm
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
+        abort_on_uncaught(self.comm)
         self.reduction = check_name("reduction", reduction, REDUCTIONS)
         self.transport_kind = check_name("transport", transport, TRANSPORTS)
         if grad_blocks is not None:
@@ -397,7 +428,11 @@ class Distributed:
         Returns (X, Y, X_val, Y_val, seed) of this rank (seed None: rank 0 draws one)."""
         n_val = None if X_val is None else X_val.shape[0]
         proposal = seed if seed is not None else int(np.random.SeedSequence().entropy % 2**63)
-        record = (signature, X.shape[0], n_val, proposal)
+        digest = None
+        if shard == "take":  # every rank must hold the same data, not only as many rows
+            digest = data_digest([None if a is None else net.backend.to_numpy(a)
+                                  for a in (X, Y, X_val, Y_val)])
+        record = (signature, X.shape[0], n_val, proposal, digest)
         records = agree(self.comm, None, record)
         seed = records[0][3]  # rank 0's: every rank draws the same permutations and masks
         sigs = [r[0] for r in records]
@@ -413,6 +448,12 @@ class Distributed:
                 raise DistributedError(
                     "distributed fit stopped before training: shard='take' needs the same data "
                     f"on every rank; the ranks hold {counts} rows (validation: {val_counts})")
+            differ = [r for r, rec in enumerate(records) if rec[4] != records[0][4]]
+            if differ:
+                raise DistributedError(
+                    "distributed fit stopped before training: shard='take' needs the same data "
+                    f"on every rank; rank {differ[0]} holds other values than rank 0 (compared "
+                    "by a digest of X, Y and the validation data)")
             self.set_layout([hi - lo for lo, hi in (self._take_range_of(r, counts[0])
                                                     for r in range(self.size))])
             lo, hi = self.take_range(counts[0])

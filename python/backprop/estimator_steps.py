@@ -9,7 +9,7 @@ import numpy as np
 from numpy.random import RandomState
 
 from .backends import array_module
-from .distributed import DistributedError, agree
+from .distributed import DistributedError, agree, data_digest
 from .step import NonFiniteLossError
 from .trainer import Trainer
 from .transport import Transport
@@ -61,11 +61,6 @@ def agree_estimator(est, comm, X, Y, w, reset, incremental):
     allgather). Every rank must pass the same data (shard "take": compared by a digest of X, Y
     and the weights) and the same parameters; returns rank 0's seed proposal, used when
     random_state is None so that every rank draws the same initialization, split and orders."""
-    digest = hashlib.sha256()
-    for a in (X, Y, w):
-        a = np.ascontiguousarray(a)
-        digest.update(repr((a.shape, str(a.dtype))).encode())
-        digest.update(a.tobytes())
     params = {k: v for k, v in est.get_params(deep=False).items() if k not in ("comm", "verbose")}
     rs = params.get("random_state")
     if isinstance(rs, RandomState):  # its state, not its address
@@ -73,7 +68,7 @@ def agree_estimator(est, comm, X, Y, w, reset, incremental):
     state = getattr(est, "_rng", None)
     rng_state = (None if reset or state is None else
                  hashlib.sha256(repr(state.get_state()).encode()).hexdigest())
-    record = {"parameters": repr(sorted(params.items())), "data": digest.hexdigest(),
+    record = {"parameters": repr(sorted(params.items())), "data": data_digest((X, Y, w)),
               "rows": X.shape[0], "mode": (bool(reset), bool(incremental)),
               "generator": rng_state}
     proposal = int(np.random.SeedSequence().entropy % 2**32)

@@ -42,10 +42,17 @@ def epoch_loss(values, sizes, loss):
 
 
 def _custom_target(net, Y, n):
-    """Targets for a callable loss: any float array with one row per sample, on the backend."""
+    """Targets for a callable loss: any float array with one row per sample, on the backend.
+
+    A 1-D Y for a network of one output is refused: ``F - Y`` of F (n x 1) and Y (n,) broadcasts
+    to n x n, a loss that looks fine and trains the wrong thing."""
     Y = _checks.as_matrix(Y, "Y")
     if Y.ndim == 0 or Y.shape[0] != n:
         raise ValueError(f"Y has {0 if Y.ndim == 0 else Y.shape[0]} rows but X has {n} rows")
+    if Y.ndim == 1 and net.layers[-1] == 1:
+        raise ValueError(f"Y has shape {Y.shape} but the network's output F is {n} x 1: with a "
+                         "callable loss, F - Y would broadcast to n x n; give Y as a column "
+                         "(Y.reshape(-1, 1))")
     _checks.check_finite(Y, "Y")
     return net.backend.asarray(Y, net.dtype)
 

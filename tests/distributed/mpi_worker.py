@@ -54,6 +54,28 @@ elif mode == "raise":
         return 1e-2
     run("adam", comm=comm, rank=rank, size=size, lr_schedule=schedule, epochs=1000)
     print("fit returned", flush=True)
+elif mode == "trainer_raise":  # a user's loop over Trainer steps; rank 1 raises, uncaught
+    import backprop as bp
+    net = bp.MLP([4, 8, 3], dtype="float64", seed=0)
+    trainer = bp.Trainer(net, "mse", "adam", comm=comm)
+    X = np.zeros((10, 4)) + rank
+    Y = np.zeros((10, 3))
+    for step in range(100000):
+        trainer.step(net.input_array(X), net.target_array(Y, 10, "mse"))
+        if rank == 1 and step == 3:
+            raise RuntimeError("rank 1 fails on purpose in its own loop")
+    print("loop finished", flush=True)
+elif mode == "take_data":  # shard="take" with other values (not other shapes) on rank 1
+    import backprop as bp
+    from backprop.train import fit
+    X = np.zeros((10, 4)) + (0.5 if rank == 1 else 0.0)
+    net = bp.MLP([4, 8, 3], dtype="float64", seed=0)
+    try:
+        fit(net, X, np.zeros((10, 3)), epochs=2, comm=comm)
+        print(f"rank {rank} fit returned", flush=True)
+    except Exception as exc:
+        print(f"rank {rank} raised {type(exc).__name__}: {exc}", flush=True)
+        sys.exit(3)
 elif mode == "bad_input":
     import backprop as bp
     X = np.zeros((10, 4))

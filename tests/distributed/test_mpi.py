@@ -156,6 +156,24 @@ def test_a_rank_that_raises_stops_every_rank(tmp_path):
     assert seconds < 60
 
 
+def test_an_uncaught_exception_in_a_trainer_loop_stops_every_rank(tmp_path):
+    proc, seconds = mpirun(tmp_path, "trainer_raise", timeout=120)
+    assert proc.returncode != 0
+    assert "rank 1 fails on purpose in its own loop" in proc.stderr
+    assert "rank 1 of 2 failed in distributed training" in proc.stderr
+    assert "loop finished" not in proc.stdout
+    assert seconds < 60
+
+
+def test_shard_take_refuses_ranks_with_different_values(tmp_path):
+    proc, _ = mpirun(tmp_path, "take_data", timeout=120)
+    assert proc.returncode != 0
+    for rank in (0, 1):
+        assert f"rank {rank} raised DistributedError" in proc.stdout, proc.stdout + proc.stderr
+    assert "rank 1 holds other values than rank 0" in proc.stdout
+    assert "fit returned" not in proc.stdout
+
+
 def test_bad_input_on_one_rank_fails_every_rank(tmp_path):
     proc, seconds = mpirun(tmp_path, "bad_input", timeout=120)
     assert proc.returncode != 0

@@ -204,12 +204,18 @@ class LBFGS(Optimizer):
 
     def check_hyper(self, hyper):
         hyper["lr"] = check_rate(hyper["lr"], "lr")
+        if hyper["lr"] == 0:
+            raise ValueError("lr must be > 0 for L-BFGS (the first step length of each line "
+                             "search); got 0")
         if not (isinstance(hyper["history_size"], int) and hyper["history_size"] >= 1):
             raise ValueError(f"history_size must be an integer >= 1; got {hyper['history_size']!r}")
         if not (isinstance(hyper["max_iter"], int) and hyper["max_iter"] >= 1):
             raise ValueError(f"max_iter must be an integer >= 1; got {hyper['max_iter']!r}")
         if hyper["max_eval"] is None:
             hyper["max_eval"] = hyper["max_iter"] * 5 // 4
+        elif isinstance(hyper["max_eval"], bool) or not isinstance(hyper["max_eval"], int) \
+                or hyper["max_eval"] < 1:
+            raise ValueError(f"max_eval must be an integer >= 1 or None; got {hyper['max_eval']!r}")
         if hyper["line_search"] not in ("strong_wolfe", None):
             raise ValueError(f"line_search must be 'strong_wolfe' or None; got "
                              f"{hyper['line_search']!r}")
