@@ -90,6 +90,25 @@ class Backend(TaylorKernels):
 
     name = "base"
 
+    # A backend is a service, not data: it is known by its name (the registry makes one object
+    # per name, which holds the backend's scratch memory and compiled kernels). A copy of a model
+    # (pickle, copy.deepcopy, joblib, scikit-learn's clone) therefore shares the registry's
+    # object instead of making another, which would keep memory of its own and refuse the
+    # Tensors of the registry's backend as "on a different backend".
+
+    def __reduce_ex__(self, protocol):
+        """The registry's backend of this name, when this object is it; else pickled as is."""
+        from . import _INSTANCES, get_backend  # the registry, above this module
+        if _INSTANCES.get(self.name) is self:
+            return (get_backend, (self.name,))
+        return super().__reduce_ex__(protocol)
+
+    def __copy__(self):
+        return self
+
+    def __deepcopy__(self, memo):
+        return self
+
     def reusable(self, shapes, dtype):
         """Arrays of these shapes for saved values (a backend may hand out memory it reuses once
         nothing refers to it: HostMemory does)."""

@@ -9,7 +9,6 @@ checked kernel. Either way the numbers are the backend's.
 from __future__ import annotations
 
 _FAST = ("NumpyBackend", "CpuBackend", "CudaBackend")
-_CACHE: dict = {}
 
 
 def _c(be, x):
@@ -110,8 +109,12 @@ class Kernels:
 
 
 def kernels_of(backend):
+    """The Kernels of ``backend``, kept on the backend object itself: a module-level cache keyed
+    by backend would keep every backend object ever seen (and its scratch memory) alive."""
     try:
-        return _CACHE[backend]
+        return backend.__dict__["_tensor_kernels"]
     except KeyError:
-        k = _CACHE[backend] = Kernels(backend)
+        k = backend.__dict__["_tensor_kernels"] = Kernels(backend)
         return k
+    except AttributeError:  # a backend without a __dict__ (__slots__): made per call
+        return Kernels(backend)
