@@ -169,6 +169,38 @@ def test_weight_gradients_when_outputs_are_unused_or_used_twice(backend):
         assert rel(x, y) < 1e-10
 
 
+@pytest.mark.parametrize("spec", [((0, 0), ()), ((0, 1, 0), ((0, 0), (0, 1), (0, 0)))],
+                         ids=["first-twice", "first-and-second-twice"])
+def test_weight_gradients_when_an_input_is_asked_for_twice(backend, spec):
+    """first=(0, 0) gives u_x twice; the gradients arriving at both copies add up (as they do on
+    the recorded path, where both are one Tensor), on every backend, against the recorded path
+    on numpy and float64 central differences of the loss."""
+    net, X = make_net("tanh", backend=backend), inputs()
+    ref = make_net("tanh")
+
+    def loss(outputs):
+        return sum((o * (1.0 + k)).sum() + (o ** 2).mean() for k, o in enumerate(outputs))
+
+    value, got = grads_of(net, lambda: loss(net.derivatives(X, first=spec[0], second=spec[1])))
+    value_rec, want = grads_of(ref, lambda: loss(recorded(ref, X, *spec)))
+    assert abs(value - value_rec) <= 1e-12 * abs(value_rec)
+    for x, y in zip(got, want):
+        assert rel(x, y) < 1e-10
+    if backend != "numpy":
+        return
+    h = 1e-6
+    for p, g in zip(net.parameters(), got):
+        v = p.value
+        for idx in list(np.ndindex(v.shape))[::5]:
+            old = v[idx]
+            v[idx] = old + h
+            up = float(loss(net.derivatives(X, first=spec[0], second=spec[1])))
+            v[idx] = old - h
+            down = float(loss(net.derivatives(X, first=spec[0], second=spec[1])))
+            v[idx] = old
+            assert abs((up - down) / (2 * h) - g[idx]) <= 1e-6 * max(1.0, abs(g[idx])), (p.shape, idx)
+
+
 def test_weight_gradients_first_only_through_relu():
     net, X = make_net("leaky_relu"), inputs()
 

@@ -10,6 +10,8 @@ The spec: ``first`` lists inputs (an index 0..d-1, or a name from ``names``); ``
 pairs of inputs ((i, j) of indices or names, or a string such as "xt" that splits into two
 names). The result is a tuple (u, du_1, ..., du_k1, d2u_1, ..., d2u_k2) of n x p_out Tensors,
 in the order asked: du_a = ∂u/∂x_{first[a]}, d2u_q = ∂²u/∂x_i∂x_j for second[q] = (i, j).
+An input or pair may be asked for more than once (first=(0, 0)): each is an output of its own,
+and the gradients arriving at all of them add up in the backward.
 
 Forward: the backend's ``taylor_forward`` (Taylor-mode streams through every layer, one call for
 the whole network); backward: its ``taylor_backward`` (the gradients of all three kinds of
@@ -178,7 +180,10 @@ def _derivatives_backward(out, parts, graph):
     stream(0, G)
     dG = be.zeros((keep.k1,) + shape, dtype)
     for a, s in enumerate(keep.pick):
-        stream(1 + a, dG[s])
+        # an input asked for twice (first=(0, 0)) is one stream: its outputs' gradients add up
+        g = parts.by_output.get(1 + a)
+        if g is not None:
+            dG[s] += g * f[1 + a] if f[1 + a] != 1.0 else g
     d2G = be.empty((keep.k2,) + shape, dtype)
     for q in range(keep.k2):
         stream(1 + n_first + q, d2G[q])
