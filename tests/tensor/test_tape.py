@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import backprop as bp
+from backprop.backends import why_unavailable
 
 
 def test_a_chain_of_100000_operations_backpropagates():
@@ -176,3 +177,66 @@ def test_grad_of_an_input_given_twice(backend):
     g1, g2 = bp.grad((x ** 3).sum(), [x, x], create_graph=True)
     assert g1.numpy().tolist() == g2.numpy().tolist() == [3.0, 12.0]
     assert bp.grad(g1.sum(), x).numpy().tolist() == [6.0, 12.0]
+
+
+def test_a_freed_graph_is_the_retain_graph_error_with_create_graph_too(backend):
+    x = bp.Tensor(np.arange(3.0), requires_grad=True, backend=backend)
+    L = (x.tanh() * x).sum()
+    L.backward()
+    with pytest.raises(RuntimeError, match="second time.*'sum'.*retain_graph=True"):
+        L.backward(create_graph=True)
+    with pytest.raises(RuntimeError, match="second time.*'sum'.*retain_graph=True"):
+        bp.grad(L, x, create_graph=True)
+
+
+def _mlp_loss(backend):
+    net = bp.MLP([2, 3, 1], backend=backend, dtype="float64", seed=0)
+    X = np.random.default_rng(0).normal(size=(4, 2))
+    return net, net(bp.Tensor(X, backend=backend))
+
+
+def _zero(net):
+    for p in net.parameters():
+        p.zero_grad()
+
+
+def _grads(net):
+    return [np.array(net.backend.to_numpy(p.grad)) for p in net.parameters()]
+
+
+@pytest.mark.parametrize("create_graph", [False, True])
+def test_a_float32_seed_is_cast_to_the_graphs_dtype(backend, create_graph):
+    """A float32 seed (a number, an array, a Tensor) of a float64 graph is used as float64: the
+    gradients are float64 and equal to those of the float64 seed."""
+    net, F = _mlp_loss(backend)
+    (F * F).mean().backward(retain_graph=True)
+    unit = _grads(net)
+    seeds = [np.float32(2.0), np.array(2.0, np.float32), bp.Tensor(np.float32(2.0), backend=backend)]
+    for seed in seeds:
+        _zero(net)
+        (F * F).mean().backward(seed, retain_graph=True, create_graph=create_graph)
+        for g, u in zip(_grads(net), unit):
+            assert g.dtype == np.float64, type(seed)
+            np.testing.assert_allclose(g, 2 * u, rtol=1e-15, err_msg=str(type(seed)))
+    G = np.full(F.shape, 0.5, np.float32)
+    for seed in (G, bp.Tensor(G, backend=backend)):
+        _zero(net)
+        F.backward(seed, retain_graph=True, create_graph=create_graph)
+        assert all(g.dtype == np.float64 for g in _grads(net))
+        W = net.parameters()[0]
+        gW = bp.grad(F, W, grad_outputs=seed, retain_graph=True, create_graph=create_graph)
+        assert gW.dtype == np.float64
+        np.testing.assert_allclose(gW.numpy(), _grads(net)[0], rtol=1e-15)
+
+
+def test_a_seed_of_another_shape_or_backend_is_refused(backend):
+    net, F = _mlp_loss(backend)
+    for seed in (np.ones(4), np.ones((4, 1, 1)), bp.Tensor(np.ones((1, 4)), backend=backend)):
+        with pytest.raises(ValueError, match="grad of shape"):
+            F.backward(seed, retain_graph=True)
+    with pytest.raises(ValueError, match="grad of shape"):
+        F.sum().backward(np.ones(1))
+    other = "cpu" if backend == "numpy" else "numpy"
+    if why_unavailable(other) is None:
+        with pytest.raises(TypeError, match="grad is on backend"):
+            F.backward(bp.Tensor(np.ones((4, 1)), backend=other), retain_graph=True)

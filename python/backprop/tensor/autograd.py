@@ -14,10 +14,12 @@ also gives the Tensor its ``backward`` method.
 
 from __future__ import annotations
 
-from .core import Tensor, _mode, backward_of, leaf
+import numpy as np
+
+from .core import Tensor, _mode, backward_of, leaf, to_backend
 
 
-@backward_of("freed", graph=False)
+@backward_of("freed")  # graph: with create_graph too, the error is this one
 def _freed(out, g, graph):
     raise RuntimeError(
         f"backward through the graph a second time: the operation {out._saved!r} that made this "
@@ -48,7 +50,8 @@ def _topological(roots):
 
 
 def _seed(root, grad, create_graph, where):
-    """dObjective/droot: ``grad`` as given, or 1 for a scalar root."""
+    """dObjective/droot: ``grad`` (of the root's shape, cast to its dtype), or 1 for a scalar
+    root."""
     if not isinstance(root, Tensor):
         raise TypeError(f"{where}: outputs must be Tensors; got {type(root).__name__}")
     if not root.requires_grad:
@@ -63,13 +66,20 @@ def _seed(root, grad, create_graph, where):
     elif isinstance(grad, Tensor):
         if tuple(grad.shape) != root.shape:
             raise ValueError(f"{where}: grad of shape {grad.shape} for a tensor of shape {root.shape}")
-        if create_graph:
-            return grad
+        if grad.backend is not root.backend:
+            raise TypeError(f"{where}: grad is on backend {grad.backend.name!r}, the tensor on "
+                            f"{root.backend.name!r}")
+        if create_graph:  # cast in the graph: the seed may itself be differentiated
+            return grad.astype(root.value.dtype)
         g = grad.value
+        if g.dtype != root.value.dtype:
+            g = root.backend.asarray(g, root.value.dtype)
     else:
-        g = root.backend.asarray(grad, root.value.dtype)
-        if tuple(g.shape) != root.shape:
-            raise ValueError(f"{where}: grad of shape {tuple(g.shape)} for a tensor of shape {root.shape}")
+        if tuple(np.shape(grad)) != root.shape:
+            raise ValueError(f"{where}: grad of shape {tuple(np.shape(grad))} for a tensor of "
+                             f"shape {root.shape}")
+        # the root's dtype (a float32 seed of a float64 graph is cast), its shape (0-d kept)
+        g = to_backend(root.backend, grad, root.value.dtype)
     return leaf(g, root.backend) if create_graph else g
 
 
