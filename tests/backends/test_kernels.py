@@ -1,6 +1,8 @@
 """Every kernel of the Backend protocol on every backend and dtype, against the equation
 written out here in float64, on awkward shapes."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -199,6 +201,36 @@ def test_cross_entropy_is_stable_for_large_logits(backend, dtype):
     assert np.all(np.isfinite(host(bk, G)))
     value, G = bk.loss("bce", dev(bk, F[:, :2], dtype), dev(bk, Y[:, :2], dtype))
     assert np.isfinite(float(value)) and np.all(np.isfinite(host(bk, G)))
+
+
+def test_sigmoid_of_large_inputs_warns_nothing(backend, dtype):
+    """sigmoid and bce at ±100, ±1000 (where exp(-H) overflows): the limits, no warning."""
+    bk = get_backend(backend)
+    H = np.array([[-1000.0, -100.0, -30.0, -1e-3, 0.0, 1e-3, 30.0, 100.0, 1000.0, -np.inf, np.inf]])
+    Y = np.full(H.shape, 0.25)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's RuntimeWarning: overflow in exp fails the test
+        A = host(bk, bk.activation_forward(dev(bk, H, dtype), "sigmoid"))
+        value, G = bk.loss("bce", dev(bk, H[:, :-2], dtype), dev(bk, Y[:, :-2], dtype))
+    with np.errstate(over="ignore"):
+        want = 1 / (1 + np.exp(-H))
+    assert_close(A, want, dtype, what="sigmoid")
+    assert A[0, 0] == 0.0 and A[0, -2] == 0.0 and A[0, -1] == 1.0
+    assert_close(host(bk, G), (want[:, :-2] - Y[:, :-2]) / (H.size - 2), dtype, what="bce gradient")
+    assert np.isfinite(float(value))
+
+
+def test_numpy_sigmoid_keeps_the_formulas_numbers(dtype, rng):
+    """1 / (1 + exp(-H)): the same bits for H >= 0, within a few ulp below (e / (1 + e), as
+    close to the exact value: each is within 3 ulp of it)."""
+    bk = get_backend("numpy")
+    H = (3 * rng.normal(size=(200, 50))).astype(dtype)
+    A = bk.activation_forward(H.copy(), "sigmoid")
+    want = 1 / (1 + np.exp(-H))
+    assert A.dtype == H.dtype
+    assert np.array_equal(A[H >= 0], want[H >= 0])
+    ulp = np.abs(A - want) / np.spacing(want)
+    assert ulp.max() <= 4, ulp.max()
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (17, 3), (129,)])

@@ -13,6 +13,14 @@ from .base import LEAKY_SLOPE, Backend
 from .reuse import BufferPool
 
 
+def _sigmoid(H):
+    """1 / (1 + exp(-H)) with no overflow: from e = exp(-|H|) <= 1, 1 / (1 + e) for H >= 0
+    (the very numbers of the formula) and e / (1 + e) for H < 0 (the same up to rounding, and
+    no exp(1000) = inf on the way to 0)."""
+    e = np.exp(-np.abs(H))
+    return np.where(H >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
 class HostMemory:
     """The memory kernels of a backend whose arrays are numpy arrays in host memory."""
 
@@ -96,7 +104,7 @@ class NumpyBackend(HostMemory, Backend):
         if activation == "tanh":
             A = np.tanh(H)
         elif activation == "sigmoid":
-            A = 1.0 / (1.0 + np.exp(-H))
+            A = _sigmoid(H)
         elif activation == "relu":
             A = np.maximum(H, 0)
         elif activation == "leaky_relu":
@@ -160,7 +168,7 @@ class NumpyBackend(HostMemory, Backend):
     # L = (1/nk) Σ [max(F,0) - Y F + log(1 + exp(-|F|))]   G = (sigmoid(F) - Y) / nk
     def _bce(self, F, Y, G):
         size = F.size
-        S = 1.0 / (1.0 + np.exp(-F))
+        S = _sigmoid(F)
         G[...] = (S - Y) / size
         return float(np.sum(np.maximum(F, 0) - Y * F + np.log1p(np.exp(-np.abs(F))))) / size
 
