@@ -3,6 +3,7 @@ headers, only the members a model file has, clear messages for foreign files."""
 
 import io
 import json
+import os
 import tracemalloc
 import zipfile
 
@@ -119,3 +120,101 @@ def test_foreign_files_get_clear_messages(tmp_path):
     loaded = bp.MLP.load(path)
     X = np.random.default_rng(1).normal(size=(4, 2))
     np.testing.assert_array_equal(loaded.predict(X), net.predict(X))
+
+
+def _deflated_zeros(path, arrays, name, shape, dtype="<f8"):
+    """A model file whose member ``name`` holds zeros of ``shape``, deflated, written in chunks
+    (the test never holds the array)."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for key, value in arrays.items():
+            buf = io.BytesIO()
+            np.save(buf, value)
+            zf.writestr(key + ".npy", buf.getvalue())
+        with zf.open(name + ".npy", "w", force_zip64=True) as member:
+            np.lib.format.write_array_header_1_0(
+                member, {"descr": dtype, "fortran_order": False, "shape": shape})
+            left = int(np.prod(shape)) * np.dtype(dtype).itemsize
+            chunk = bytes(2**20)
+            while left:
+                member.write(chunk[:min(left, len(chunk))])
+                left -= min(left, len(chunk))
+    return path
+
+
+def test_a_small_file_cannot_declare_a_huge_model(tmp_path):
+    """Deflate expands zeros about 1000 times: 64 kB that declare 64 MB are refused unread."""
+    layers = [1, 2048, 4096, 1]
+    net = bp.MLP(layers, seed=0)
+    path = tmp_path / "model.npz"
+    net.save(path)
+    with np.load(path) as data:
+        arrays = {k: data[k] for k in data.files if k != "W1"}
+    bomb = _deflated_zeros(tmp_path / "bomb.npz", arrays, "W1", (2048, 4096))
+    size = bomb.stat().st_size
+    assert size < 2**20  # W1 alone declares 64 MiB
+
+    def load():
+        with pytest.raises(ValueError, match=rf"damaged.*declare \d+ bytes uncompressed from a "
+                                             rf"file of {size} bytes.*MAX_EXPANSION"):
+            bp.MLP.load(bomb)
+    assert peak_bytes(load) < 2 * 2**20
+    # the same model deflated whole (random weights compress little) loads
+    with np.load(path) as data:
+        compressed = write(tmp_path / "compressed.npz", {k: data[k] for k in data.files},
+                           compress=True)
+    np.testing.assert_array_equal(bp.MLP.load(compressed).weights[1], net.weights[1])
+
+
+def test_the_total_declared_size_is_bounded(tmp_path, monkeypatch):
+    import backprop.model_file as model_file
+    _, path, arrays = saved(tmp_path, layers=(3, 10, 1))
+    monkeypatch.setattr(model_file, "MAX_MODEL_BYTES", 200)  # the arrays hold 220 bytes
+    with pytest.raises(ValueError, match=r"damaged.*arrays declare \d+ bytes together, more "
+                                         r"than the limit of 200 .*MAX_MODEL_BYTES"):
+        bp.MLP.load(path)
+
+
+def test_members_cannot_claim_more_data_than_the_file_holds(tmp_path):
+    """A stored member whose zip record claims 32 MiB the file does not hold is refused before
+    the array is allocated (reading it would fail only after)."""
+    layers = [1, 4096, 1024, 1]
+    net = bp.MLP(layers, seed=0)
+    path = tmp_path / "model.npz"
+    net.save(path)
+    W1 = bp.MLP(layers, dtype="float64", seed=0).weights[1]
+    buf = io.BytesIO()
+    np.save(buf, W1)
+    full = len(buf.getvalue())
+    bad = tmp_path / "bad.npz"
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(bad, "w") as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, buf.getvalue()[:4096] if info.filename == "W1.npy"
+                         else src.read(info))
+    data = bytearray(bad.read_bytes())
+    for i in (i for i in range(len(data)) if data.startswith(b"PK\x01\x02", i)):
+        n = int.from_bytes(data[i + 28:i + 30], "little")
+        if data[i + 46:i + 46 + n] == b"W1.npy":  # compressed and uncompressed sizes
+            data[i + 20:i + 28] = full.to_bytes(4, "little") * 2
+    bad.write_bytes(bytes(data))
+    assert bad.stat().st_size < 2**20
+
+    def load():
+        with pytest.raises(ValueError, match=r"damaged.*W1.npy claims \d+ bytes at offset "
+                                             r"\d+, past the end of the file"):
+            bp.MLP.load(bad)
+    assert peak_bytes(load) < 2 * 2**20  # W1 would take 32 MiB
+
+
+def test_saved_models_have_the_mode_of_a_new_file_under_the_umask(tmp_path):
+    net = bp.MLP([2, 3, 1], seed=0)
+    previous = os.umask(0o022)
+    try:
+        for umask in (0o022, 0o077, 0o002):
+            os.umask(umask)
+            path = tmp_path / f"model{umask:o}.npz"
+            net.save(path)
+            assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+            net.save(path)  # written again: a new file under the umask again
+            assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+    finally:
+        os.umask(previous)

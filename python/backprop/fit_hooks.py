@@ -211,17 +211,31 @@ class EarlyStop(Hook):
 
 class Checkpoint(Hook):
     """``resume``: restores a checkpoint before the first epoch (the loop then skips the epochs
-    it covers); ``path``: writes one every ``every`` epochs and after the last (with comm, on
-    rank 0 only: every rank holds the same state)."""
+    it covers): a ``checkpoint.Resume`` that ``check`` read before the model changed, or a path
+    read and checked whole here before anything changes; ``path``: writes one every ``every``
+    epochs and after the last (with comm, on rank 0 only: every rank holds the same state)."""
 
     def __init__(self, path, every, resume, epochs):
         self.path, self.every, self.resume, self.epochs = path, every, resume, epochs
 
+    @staticmethod
+    def check(path, resume, net, trainer, lr_schedule):
+        """fit's checks, before the model changes: that a checkpoint can be written at ``path``
+        (OSError naming it; with comm, on rank 0, the rank that writes), and the ``resume``
+        checkpoint read whole and checked against this fit (ValueError naming it and what is
+        wrong). Returns the ``checkpoint.Resume`` (or None) that ``start`` puts in place."""
+        if path is not None and (trainer.dist is None or trainer.dist.root):
+            ckpt.check_target(path)
+        return None if resume is None else ckpt.read(resume, net, trainer, lr_schedule)
+
     def start(self, loop):
         if self.resume is not None:
-            loop.start_epoch, saved_best = ckpt.restore(self.resume, loop.net, loop.trainer,
-                                                        loop.order_rng, loop.history,
-                                                        loop.lr_schedule)
+            resume = self.resume
+            if not isinstance(resume, ckpt.Resume):
+                resume = ckpt.read(resume, loop.net, loop.trainer, loop.lr_schedule,
+                                   loop.order_rng)
+            loop.start_epoch, saved_best = resume.apply(loop.net, loop.trainer, loop.order_rng,
+                                                        loop.history, loop.lr_schedule)
             if saved_best is not None:
                 loop.best = saved_best
 

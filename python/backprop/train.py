@@ -210,6 +210,8 @@ def fit(net, X, Y, loss="mse", optimizer="adam", lr=1e-3, epochs=100, batch_size
         lr_schedule.bind(trainer.optimizer.lr)
     if lr_schedule is not None and epochs > 0:
         first_lr = _checks.check_rate(lr_schedule(0), "lr from lr_schedule")
+    # the checkpoint's folder takes a file; a resumed checkpoint is read whole and checked
+    resume = Checkpoint.check(checkpoint, resume, net, trainer, lr_schedule)
 
     with net.lock:
         standardizer = None
