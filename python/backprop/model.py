@@ -110,6 +110,7 @@ class MLP:
 
     def __setstate__(self, state):
         self.__dict__.update(state)
+        self.backend = get_backend(self.backend.name)  # the registry's one backend of that name
         self.lock = threading.RLock()
 
     # ---- parameters -------------------------------------------------------------------
