@@ -2,6 +2,7 @@
 
 import csv
 import io
+import sys
 
 import numpy as np
 import pytest
@@ -100,17 +101,27 @@ def test_bad_csv_files(tmp_path, data, capsys):
     nan = _write(tmp_path / "n.csv", ["a", "y"], [[1, 2], ["nan", 3]])
     assert "line 3, column 'a'" in _error(capsys, "train", nan, *common)
     assert "no such file" in _error(capsys, "predict", str(tmp_path / "nope.npz"), data)
-    _error(capsys, "train", data, "--target", "y", "kind", "--out", out)
+    err = _error(capsys, "train", data, "--target", "y", "kind", "--out", out)
+    assert "column 'kind'" in err and "a classifier's target is one column" in err
 
 
 def test_train_plot(tmp_path, data, capsys):
-    argv = ["train", data, "--target", "y", "--epochs", "3", "--backend", "numpy", "--no-progress",
-            "--out", str(tmp_path / "m.npz"), "--plot", str(tmp_path / "loss.png")]
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        assert "--plot" in _error(capsys, *argv)
-        assert not (tmp_path / "m.npz").exists()  # refused before training
-        return
+    pytest.importorskip("matplotlib")
+    argv = ["train", data, "--target", "y", "--features", "a,b", "--epochs", "3", "--backend",
+            "numpy", "--no-progress", "--out", str(tmp_path / "m.npz"), "--plot",
+            str(tmp_path / "loss.png")]
     assert cli.main(argv) == 0
-    assert (tmp_path / "loss.png").stat().st_size > 0
+    assert (tmp_path / "loss.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_train_plot_without_matplotlib(tmp_path, data, capsys, monkeypatch):
+    """Refused before training, with an install command that works from a checkout (the
+    package index's "backprop" is another project)."""
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib raises ImportError
+    err = _error(capsys, "train", data, "--target", "y", "--features", "a,b", "--epochs", "3",
+                 "--backend", "numpy", "--no-progress", "--out", str(tmp_path / "m.npz"),
+                 "--plot", str(tmp_path / "loss.png"))
+    assert err.startswith("backprop: error: --plot: plotting needs matplotlib: pip install "
+                          "matplotlib")
+    assert "backprop[" not in err
+    assert not (tmp_path / "m.npz").exists()

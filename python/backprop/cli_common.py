@@ -4,6 +4,7 @@ choice. ``cli`` (bench, demo, pinn, info) and ``cli_data`` (train, predict) both
 from __future__ import annotations
 
 import os
+import tempfile
 
 from .backends import BACKENDS, why_unavailable
 
@@ -15,7 +16,9 @@ class UsageError(Exception):
 
 
 def check_writable(path, option):
-    """Raises UsageError unless a file can be written at ``path`` (checked before the work)."""
+    """Raises UsageError unless a file can be written at ``path`` (checked before the work): a
+    file is created in its folder and removed again, as the permission bits do not tell (root,
+    read-only mounts, /proc)."""
     if os.path.isdir(path):
         raise UsageError(f"{option} {path}: is a directory")
     folder = os.path.dirname(os.path.abspath(path))
@@ -23,6 +26,13 @@ def check_writable(path, option):
         raise UsageError(f"{option} {path}: no such directory {folder}")
     if not os.access(folder, os.W_OK | os.X_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
         raise UsageError(f"{option} {path}: permission denied")
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".backprop-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UsageError(f"{option} {path}: cannot write in {folder} "
+                         f"({exc.strerror or exc})") from None
 
 
 def pick_backend(name):

@@ -45,7 +45,8 @@ def require_matplotlib():
     try:
         import matplotlib
     except ImportError:
-        raise RuntimeError("plotting needs matplotlib: pip install 'backprop[plot]'") from None
+        raise RuntimeError("plotting needs matplotlib: pip install matplotlib (or, in the "
+                           "backprop source folder, pip install '.[plot]')") from None
     return matplotlib
 
 
