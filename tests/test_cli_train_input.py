@@ -9,7 +9,7 @@ import warnings
 import numpy as np
 import pytest
 
-from backprop import cli, cli_data
+from backprop import cli, cli_data, csv_table
 from tests.test_cli_data import _error, _run, _write
 
 
@@ -217,7 +217,7 @@ def test_a_run_that_needs_more_memory_than_there_is_is_refused(tmp_path, rows, c
 def test_a_pipe_or_an_undercount_reads_the_same_rows(tmp_path, rows, monkeypatch, max_rows):
     """Rows are written into arrays allocated from the file's line count; a pipe (no count) or a
     count that falls short joins the blocks instead, with the same result."""
-    monkeypatch.setattr(cli_data, "BLOCK_CELLS", 60)  # blocks of 64 rows: several blocks
+    monkeypatch.setattr(csv_table, "BLOCK_CELLS", 60)  # blocks of 64 rows: several blocks
     rows = [list(r) for r in rows * 5]
     for i, row in enumerate(rows):
         row[2] = ["up", "down", "left"][i % 3] if i % 2 else row[2]
@@ -226,12 +226,12 @@ def test_a_pipe_or_an_undercount_reads_the_same_rows(tmp_path, rows, monkeypatch
     results = []
     for limit in ("count", max_rows):
         if limit != "count":
-            monkeypatch.setattr(cli_data, "_max_rows", lambda path: limit)
-        with cli_data.CsvTable(numeric) as table:
+            monkeypatch.setattr(csv_table, "count_rows", lambda path: limit)
+        with csv_table.CsvTable(numeric) as table:
             X, Y, classes, _ = cli_data.read_training_data(table, ["a", "b"], ["y"], None)
         assert X.shape == (200, 2) and Y.shape == (200, 1) and classes is None
         np.testing.assert_array_equal(X[:, 0], Y[:, 0])
-        with cli_data.CsvTable(data) as table:
+        with csv_table.CsvTable(data) as table:
             results.append((X, cli_data.read_training_data(table, ["a", "b"], ["y"], "classes")))
     (X0, (_, Y0, c0, _)), (X1, (_, Y1, c1, _)) = results
     np.testing.assert_array_equal(X0, X1)
@@ -243,6 +243,6 @@ def test_a_pipe_or_an_undercount_reads_the_same_rows(tmp_path, rows, monkeypatch
 def test_carriage_return_line_ends(tmp_path, rows, capsys):
     path = tmp_path / "cr.csv"
     path.write_bytes(("a,b,y\r" + "\r".join(",".join(r) for r in rows) + "\r").encode())
-    with cli_data.CsvTable(str(path)) as table:
+    with csv_table.CsvTable(str(path)) as table:
         X, Y, _, _ = cli_data.read_training_data(table, ["a", "b"], ["y"], None)
     np.testing.assert_array_equal(Y[:, 0], [float(r[2]) for r in rows])
